@@ -1,0 +1,32 @@
+// Package consensus is lockd's Raft: a pure, deterministic core (Raft) and
+// the driver (Node) that runs it against real storage, a transport and a
+// state machine.
+//
+// The core has no goroutines, clocks, disks or sockets. Time enters as
+// Tick, peer messages as Step, client work as Propose, ReadIndex and
+// TransferLeadership; everything the core wants done comes out of Ready and
+// is acknowledged with Advance.
+//
+// Invariants the core keeps (and the simulation in this package's tests
+// checks after every step):
+//
+//  1. Election Safety: at most one leader per term. A node votes at most
+//     once per term and the vote is durable before the answer leaves.
+//  2. Leader Append-Only: a leader never overwrites or deletes its entries.
+//  3. Log Matching: two logs with an entry of the same index and term are
+//     identical up to it.
+//  4. Leader Completeness: a committed entry is in the log of every later
+//     leader; only entries of the leader's current term commit by counting
+//     replicas (Figure 8), and every leader starts its term with a no-op.
+//  5. State Machine Safety: every node applies the same entry at each index.
+//     A follower commits at most the last entry the leader verified in the
+//     message that carried the commit index.
+//
+// Messages in Ready.Messages may leave before the Ready is durable (the
+// leader's appends: it replicates in parallel with its own fsync, counting
+// itself toward commit only once durable). Ready.MessagesAfterPersist vouch
+// for state in that Ready (votes, acknowledgements) and must wait.
+//
+// This package imports only the standard library and hclog; it must never
+// import store, rpc, fsm, server or any package above them.
+package consensus

@@ -1,0 +1,806 @@
+package consensus
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// contextTransfer marks a vote requested because of a leadership transfer:
+// voters grant it even while they still hear from the current leader.
+const contextTransfer = 1
+
+// Restored is the durable state a core starts from.
+type Restored struct {
+	HardState HardState
+	// SnapIndex and SnapTerm describe the last entry covered by a snapshot
+	// (0, 0 when there is none); Entries follow it contiguously.
+	SnapIndex Index
+	SnapTerm  Term
+	Entries   []Entry
+}
+
+// Raft is the consensus core: a deterministic state machine. Its inputs are
+// Tick, Step, Propose, ReadIndex and TransferLeadership; its output is a
+// Ready, which the driver carries out and then acknowledges with Advance.
+// It is not safe for concurrent use, and no input may be given between
+// Ready and the matching Advance.
+type Raft struct {
+	id     NodeID
+	cfg    Config
+	logger hclog.Logger
+
+	term Term
+	vote NodeID
+	lead NodeID
+	role Role
+	log  raftLog
+
+	voters []NodeID
+	// prs is the leader's view of every voter (itself included; its own
+	// match is the durable part of its log).
+	prs   map[NodeID]*progress
+	votes map[NodeID]bool
+
+	electionElapsed  int
+	heartbeatElapsed int
+	electionTimeout  int // randomized, in [ElectionTicks, 2*ElectionTicks)
+
+	leadTransferee NodeID
+
+	// msgs may leave at once; msgsAfterPersist vouch for state (a vote, an
+	// appended entry, a term) and may leave only after the Ready that holds
+	// that state is durable (dissertation §3.8).
+	msgs             []Message
+	msgsAfterPersist []Message
+	// bcastPending batches appends: proposals and commit advances within one
+	// Ready cycle go out in one MsgApp per follower.
+	bcastPending bool
+
+	reads readIndexQueue
+
+	prevHard HardState
+	prevSoft SoftState
+}
+
+// New creates a core from its durable state.
+func New(cfg Config, st Restored) (*Raft, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("consensus config: %w", err)
+	}
+	if err := checkRestored(st); err != nil {
+		return nil, err
+	}
+	r := &Raft{
+		id:     cfg.ID,
+		cfg:    cfg,
+		logger: cfg.Logger,
+		voters: slices.Clone(cfg.Voters),
+		term:   st.HardState.Term,
+		vote:   st.HardState.Vote,
+	}
+	slices.Sort(r.voters)
+	r.log = raftLog{
+		snapIndex: st.SnapIndex,
+		snapTerm:  st.SnapTerm,
+		entries:   slices.Clone(st.Entries),
+		committed: max(st.HardState.Commit, st.SnapIndex),
+		applied:   max(cfg.Applied, st.SnapIndex),
+	}
+	r.log.stabled = r.log.lastIndex()
+	if r.log.applied > r.log.committed {
+		return nil, fmt.Errorf("applied index %d is beyond the commit index %d: the state machine is ahead of the log", r.log.applied, r.log.committed)
+	}
+	r.prevHard = r.hardState()
+	r.becomeFollower(r.term, None)
+	r.prevSoft = r.softState()
+	r.logger.Info("raft node started", "term", r.term, "vote", r.vote, "last_index", r.log.lastIndex(),
+		"commit", r.log.committed, "applied", r.log.applied, "voters", r.voters)
+	return r, nil
+}
+
+func checkRestored(st Restored) error {
+	prev := st.SnapIndex
+	prevTerm := st.SnapTerm
+	for i := range st.Entries {
+		e := &st.Entries[i]
+		if e.Index != prev+1 {
+			return fmt.Errorf("log has a gap: entry %d follows %d; restore from a snapshot or remove and re-add this member", e.Index, prev)
+		}
+		if e.Term < prevTerm {
+			return fmt.Errorf("log entry %d has term %d below the previous entry's term %d; the log is corrupt", e.Index, e.Term, prevTerm)
+		}
+		prev, prevTerm = e.Index, e.Term
+	}
+	if st.HardState.Commit > prev {
+		return fmt.Errorf("commit index %d is beyond the last log index %d; the log lost entries that were committed", st.HardState.Commit, prev)
+	}
+	if prevTerm > st.HardState.Term {
+		return fmt.Errorf("last log term %d is beyond the current term %d; stable state is corrupt", prevTerm, st.HardState.Term)
+	}
+	return nil
+}
+
+func (r *Raft) quorum() int { return len(r.voters)/2 + 1 }
+
+func (r *Raft) isVoter(id NodeID) bool {
+	_, ok := slices.BinarySearch(r.voters, id)
+	return ok
+}
+
+func (r *Raft) hardState() HardState {
+	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
+}
+
+func (r *Raft) softState() SoftState { return SoftState{Lead: r.lead, Role: r.role} }
+
+// send queues m. Leader traffic (appends, heartbeats, read confirmations)
+// leaves at once: it vouches only for state the leader already made durable
+// when it became candidate, and a leader may replicate before its own fsync.
+// Everything else may vouch for just-changed state and waits for persist.
+func (r *Raft) send(m Message) {
+	m.From = r.id
+	if m.Term == 0 {
+		m.Term = r.term
+	}
+	switch m.Type {
+	case MsgApp, MsgHeartbeat, MsgTimeoutNow, MsgReadIndexResp:
+		if r.role == Leader {
+			r.msgs = append(r.msgs, m)
+			return
+		}
+	}
+	r.msgsAfterPersist = append(r.msgsAfterPersist, m)
+}
+
+func (r *Raft) resetTimers() {
+	r.electionElapsed = 0
+	r.heartbeatElapsed = 0
+	r.electionTimeout = r.cfg.ElectionTicks + r.cfg.Rand.Intn(r.cfg.ElectionTicks)
+}
+
+func (r *Raft) becomeFollower(term Term, lead NodeID) {
+	wasLeader := r.role == Leader
+	if term > r.term {
+		r.term = term
+		r.vote = None
+	}
+	r.role = Follower
+	r.lead = lead
+	r.resetTimers()
+	r.prs = nil
+	r.votes = nil
+	r.leadTransferee = None
+	r.bcastPending = false
+	r.dropReads()
+	if wasLeader {
+		r.logger.Info("leader stepped down", "term", r.term, "last_index", r.log.lastIndex(), "commit", r.log.committed, "new_leader", lead)
+	}
+}
+
+func (r *Raft) becomePreCandidate() {
+	// Pre-vote changes neither term nor vote: a node cut off from the
+	// cluster can campaign forever without inflating terms (§9.6).
+	r.role = PreCandidate
+	r.lead = None
+	r.resetTimers()
+	r.votes = map[NodeID]bool{}
+}
+
+func (r *Raft) becomeCandidate() {
+	r.term++
+	r.vote = r.id
+	r.role = Candidate
+	r.lead = None
+	r.resetTimers()
+	r.votes = map[NodeID]bool{}
+}
+
+func (r *Raft) becomeLeader() {
+	r.role = Leader
+	r.lead = r.id
+	r.resetTimers()
+	r.votes = nil
+	r.leadTransferee = None
+	r.prs = make(map[NodeID]*progress, len(r.voters))
+	for _, v := range r.voters {
+		r.prs[v] = &progress{next: r.log.lastIndex() + 1, recentActive: v == r.id}
+	}
+	// The no-op of §8: it is of our term, so committing it by counting
+	// commits every earlier entry too (Figure 8). Its timestamp is the last
+	// one we know; the leader has no clock of its own.
+	r.appendEntries(EntryNoop, r.lastTime(), nil)
+	r.logger.Info("leader elected", "term", r.term, "noop_index", r.log.lastIndex(), "commit", r.log.committed)
+	r.bcastPending = true
+	if len(r.voters) == 1 {
+		r.maybeCommit()
+	}
+}
+
+func (r *Raft) lastTime() int64 {
+	if n := len(r.log.entries); n > 0 {
+		return r.log.entries[n-1].Time
+	}
+	return 0
+}
+
+func (r *Raft) appendEntries(typ EntryType, now int64, data [][]byte) (Index, error) {
+	first := r.log.lastIndex() + 1
+	if data == nil {
+		e := Entry{Index: first, Term: r.term, Type: typ, Time: now}
+		e.Seal()
+		r.log.append(e)
+		return first, nil
+	}
+	ents := make([]Entry, len(data))
+	for i, d := range data {
+		ents[i] = Entry{Index: first + Index(i), Term: r.term, Type: typ, Time: now, Data: d}
+		ents[i].Seal()
+	}
+	r.log.append(ents...)
+	return first, nil
+}
+
+// campaign starts a pre-vote (if enabled and not forced) or an election.
+func (r *Raft) campaign(preVote, transfer bool) {
+	if !r.isVoter(r.id) {
+		return
+	}
+	var msgType MessageType
+	var term Term
+	if preVote {
+		r.becomePreCandidate()
+		msgType, term = MsgPreVote, r.term+1
+		r.logger.Info("pre-vote started", "term", r.term, "next_term", term, "last_index", r.log.lastIndex(), "last_term", r.log.lastTerm())
+	} else {
+		r.becomeCandidate()
+		msgType, term = MsgVote, r.term
+		r.logger.Info("election started", "term", r.term, "last_index", r.log.lastIndex(), "last_term", r.log.lastTerm(), "transfer", transfer)
+	}
+	if r.recordVote(r.id, true) {
+		return
+	}
+	ctx := uint64(0)
+	if transfer {
+		ctx = contextTransfer
+	}
+	for _, v := range r.voters {
+		if v == r.id {
+			continue
+		}
+		r.send(Message{Type: msgType, To: v, Term: term, PrevIndex: r.log.lastIndex(), PrevTerm: r.log.lastTerm(), Context: ctx})
+	}
+}
+
+// recordVote counts one answer and reports whether the campaign ended.
+func (r *Raft) recordVote(from NodeID, granted bool) bool {
+	if _, dup := r.votes[from]; !dup {
+		r.votes[from] = granted
+	}
+	yes, no := 0, 0
+	for _, g := range r.votes {
+		if g {
+			yes++
+		} else {
+			no++
+		}
+	}
+	switch {
+	case yes >= r.quorum():
+		if r.role == PreCandidate {
+			r.logger.Info("pre-vote won", "term", r.term, "votes", yes)
+			r.campaign(false, false)
+		} else {
+			r.becomeLeader()
+		}
+		return true
+	case no >= len(r.voters)-r.quorum()+1:
+		r.logger.Info("campaign lost", "role", r.role.String(), "term", r.term, "rejections", no)
+		r.becomeFollower(r.term, None)
+		return true
+	}
+	return false
+}
+
+// Tick advances logical time by one tick.
+func (r *Raft) Tick() {
+	if r.role == Leader {
+		r.tickLeader()
+		return
+	}
+	r.electionElapsed++
+	if r.electionElapsed >= r.electionTimeout {
+		if r.lead != None {
+			r.logger.Info("leader suspected: no contact within election timeout", "term", r.term, "leader", r.lead, "ticks", r.electionElapsed)
+		}
+		r.campaign(!r.cfg.DisablePreVote, false)
+	}
+}
+
+func (r *Raft) tickLeader() {
+	r.heartbeatElapsed++
+	r.electionElapsed++
+	if r.electionElapsed >= r.cfg.ElectionTicks {
+		r.electionElapsed = 0
+		if !r.cfg.DisableCheckQuorum {
+			active := 0
+			for id, pr := range r.prs {
+				if pr.recentActive || id == r.id {
+					active++
+				}
+				pr.recentActive = id == r.id
+			}
+			if active < r.quorum() {
+				r.logger.Warn("check quorum failed: stepping down", "term", r.term, "active", active, "quorum", r.quorum())
+				r.becomeFollower(r.term, None)
+				return
+			}
+		}
+		if r.leadTransferee != None {
+			r.logger.Warn("leadership transfer timed out", "term", r.term, "to", r.leadTransferee)
+			r.leadTransferee = None
+		}
+	}
+	if r.heartbeatElapsed >= r.cfg.HeartbeatTicks {
+		r.heartbeatElapsed = 0
+		r.bcastHeartbeat(r.reads.round)
+	}
+}
+
+func (r *Raft) bcastHeartbeat(round uint64) {
+	for _, v := range r.voters {
+		if v == r.id {
+			continue
+		}
+		pr := r.prs[v]
+		// A follower may only commit what it is known to hold (§5.3): cap
+		// the commit index at its match.
+		r.send(Message{Type: MsgHeartbeat, To: v, Commit: min(pr.match, r.log.committed), Context: round})
+	}
+}
+
+// bcastAppend sends pending entries (or just the commit index) to every follower.
+func (r *Raft) bcastAppend() {
+	for _, v := range r.voters {
+		if v != r.id {
+			r.sendAppend(v, true)
+		}
+	}
+}
+
+// sendAppend sends one MsgApp to a follower unless flow control pauses it.
+// With sendEmpty it sends even with no entries, to carry the commit index.
+func (r *Raft) sendAppend(to NodeID, sendEmpty bool) bool {
+	pr := r.prs[to]
+	if pr.paused(r.cfg.MaxInflightMsgs) {
+		return false
+	}
+	prevIndex := pr.next - 1
+	prevTerm, ok := r.log.term(prevIndex)
+	if !ok {
+		// The entry was compacted away; the follower needs a snapshot,
+		// which comes with log compaction.
+		r.logger.Warn("follower needs entries that were compacted", "term", r.term, "to", to, "next", pr.next)
+		return false
+	}
+	ents := r.log.entriesFrom(pr.next, r.cfg.MaxEntriesPerMsg, r.cfg.MaxBytesPerMsg)
+	if len(ents) == 0 && !sendEmpty {
+		return false
+	}
+	if pr.state == replicating {
+		if n := len(ents); n > 0 {
+			last := ents[n-1].Index
+			pr.next = last + 1
+			pr.inflight = append(pr.inflight, last)
+		}
+	} else {
+		pr.probeSent = true
+	}
+	r.send(Message{Type: MsgApp, To: to, PrevIndex: prevIndex, PrevTerm: prevTerm, Entries: ents, Commit: r.log.committed})
+	return true
+}
+
+// maybeCommit advances the commit index to the highest index durable on a
+// quorum, but only if that entry is of the current term (§5.4.2, Figure 8).
+func (r *Raft) maybeCommit() bool {
+	matches := make([]Index, 0, len(r.voters))
+	for _, v := range r.voters {
+		if v == r.id {
+			// The leader counts itself only for what it has made durable.
+			matches = append(matches, r.log.stabled)
+			continue
+		}
+		matches = append(matches, r.prs[v].match)
+	}
+	slices.Sort(matches)
+	n := matches[len(matches)-r.quorum()]
+	if n <= r.log.committed {
+		return false
+	}
+	if t, _ := r.log.term(n); t != r.term && r.cfg.breakRule != breakCurrentTermCommit {
+		return false
+	}
+	r.log.commitTo(n)
+	r.reads.onCommit(r)
+	return true
+}
+
+// Step feeds one message from a peer into the core. Messages that are stale,
+// from unknown nodes or malformed are dropped (with an error for the
+// caller's logs); the node keeps running.
+func (r *Raft) Step(m Message) error {
+	if m.From == None || m.From == r.id || !r.isVoter(m.From) {
+		return fmt.Errorf("%w: message %s from node %d", ErrUnknownNode, m.Type, m.From)
+	}
+	if m.Term == 0 {
+		return fmt.Errorf("message %s from node %d has no term", m.Type, m.From)
+	}
+	if m.Type == MsgApp {
+		for i := range m.Entries {
+			if err := m.Entries[i].Verify(); err != nil {
+				return fmt.Errorf("dropping %s from node %d: %w", m.Type, m.From, err)
+			}
+			if m.Entries[i].Index != m.PrevIndex+1+Index(i) {
+				return fmt.Errorf("dropping %s from node %d: entry %d out of sequence after %d", m.Type, m.From, m.Entries[i].Index, m.PrevIndex)
+			}
+		}
+	}
+
+	switch {
+	case m.Term > r.term:
+		if m.Type == MsgVote || m.Type == MsgPreVote {
+			inLease := !r.cfg.DisableCheckQuorum && r.lead != None && r.electionElapsed < r.cfg.ElectionTicks
+			if inLease && m.Context != contextTransfer {
+				// We heard from a leader within the election timeout: a
+				// candidate is likely a node that was cut off. Ignore it
+				// rather than depose a healthy leader (§4.2.3).
+				r.logger.Debug("ignoring vote request: leader is alive", "term", r.term, "from", m.From, "their_term", m.Term, "leader", r.lead)
+				return nil
+			}
+		}
+		switch {
+		case m.Type == MsgPreVote:
+			// A pre-vote never changes our term.
+		case m.Type == MsgPreVoteResp && !m.Reject:
+			// A granted pre-vote echoes the term we would campaign at.
+		case m.Type == MsgApp || m.Type == MsgHeartbeat:
+			r.logger.Info("new leader seen", "term", m.Term, "leader", m.From, "old_term", r.term)
+			r.becomeFollower(m.Term, m.From)
+		default:
+			r.logger.Info("higher term seen", "term", m.Term, "from", m.From, "type", m.Type.String(), "old_term", r.term)
+			r.becomeFollower(m.Term, None)
+		}
+	case m.Term < r.term:
+		switch m.Type {
+		case MsgApp, MsgHeartbeat:
+			// A leader of an older term (cut off, then healed). Tell it our
+			// term so it steps down; with pre-vote it could otherwise keep
+			// disrupting us forever.
+			r.send(Message{Type: MsgAppResp, To: m.From})
+		case MsgPreVote:
+			r.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
+		}
+		return nil
+	}
+
+	switch m.Type {
+	case MsgVote, MsgPreVote:
+		r.handleVote(m)
+		return nil
+	}
+	switch r.role {
+	case Leader:
+		r.stepLeader(m)
+	case Candidate, PreCandidate:
+		r.stepCandidate(m)
+	default:
+		r.stepFollower(m)
+	}
+	return nil
+}
+
+func (r *Raft) handleVote(m Message) {
+	respType := MsgVoteResp
+	if m.Type == MsgPreVote {
+		respType = MsgPreVoteResp
+	}
+	canVote := r.vote == m.From ||
+		(r.vote == None && r.lead == None) ||
+		(m.Type == MsgPreVote && m.Term > r.term)
+	if r.cfg.breakRule == breakVoteOnce {
+		canVote = true
+	}
+	upToDate := r.log.isUpToDate(m.PrevIndex, m.PrevTerm) || r.cfg.breakRule == breakUpToDateCheck
+	if canVote && upToDate {
+		if m.Type == MsgVote {
+			// The vote is persisted with the Ready that carries this
+			// answer, before the answer leaves.
+			r.electionElapsed = 0
+			r.vote = m.From
+			r.logger.Info("vote granted", "term", r.term, "candidate", m.From, "last_index", r.log.lastIndex())
+		}
+		r.send(Message{Type: respType, To: m.From, Term: m.Term})
+		return
+	}
+	r.logger.Debug("vote rejected", "type", m.Type.String(), "term", r.term, "candidate", m.From, "voted_for", r.vote, "up_to_date", upToDate)
+	r.send(Message{Type: respType, To: m.From, Reject: true})
+}
+
+func (r *Raft) stepCandidate(m Message) {
+	switch m.Type {
+	case MsgApp, MsgHeartbeat:
+		// A leader exists for this term: we lost.
+		r.becomeFollower(m.Term, m.From)
+		r.stepFollower(m)
+	case MsgVoteResp:
+		if r.role == Candidate {
+			r.recordVote(m.From, !m.Reject)
+		}
+	case MsgPreVoteResp:
+		if r.role == PreCandidate {
+			r.recordVote(m.From, !m.Reject)
+		}
+	case MsgReadIndex:
+		r.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
+	case MsgTimeoutNow:
+		// A transfer aimed at us while we already campaign: ignore.
+	}
+}
+
+func (r *Raft) stepFollower(m Message) {
+	switch m.Type {
+	case MsgApp:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.handleAppend(m)
+	case MsgHeartbeat:
+		r.electionElapsed = 0
+		r.lead = m.From
+		// The leader capped Commit at what it knows we hold.
+		r.log.commitTo(min(m.Commit, r.log.lastIndex()))
+		r.send(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context})
+	case MsgTimeoutNow:
+		r.logger.Info("leadership transfer: starting election at once", "term", r.term, "from", m.From)
+		r.campaign(false, true)
+	case MsgReadIndexResp:
+		r.reads.ready = append(r.reads.ready, ReadState{ID: m.Context, Index: m.Index, Dropped: m.Reject})
+	case MsgReadIndex:
+		r.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
+	}
+}
+
+// handleAppend is the receiver side of AppendEntries (Figure 2).
+func (r *Raft) handleAppend(m Message) {
+	if m.PrevIndex < r.log.committed {
+		// Everything up to our commit index is on every future leader
+		// (Leader Completeness), so we match the leader at least that far.
+		r.send(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+		return
+	}
+	if !r.log.matchTerm(m.PrevIndex, m.PrevTerm) {
+		ct, ci := r.log.conflictHint(m.PrevIndex)
+		r.send(Message{Type: MsgAppResp, To: m.From, Reject: true, RejectIndex: m.PrevIndex, ConflictTerm: ct, ConflictIndex: ci})
+		return
+	}
+	ents := m.Entries
+	if ci := r.log.findConflict(ents); ci != 0 {
+		r.log.truncateAndAppend(ents[ci-m.PrevIndex-1:])
+	}
+	lastVerified := m.PrevIndex + Index(len(ents))
+	// Seed 002 mistake 2: the cap is the last entry this message verified,
+	// not our log's end, which may hold unverified entries of an old term.
+	limit := lastVerified
+	if r.cfg.breakRule == breakFollowerCommit {
+		limit = r.log.lastIndex()
+	}
+	r.log.commitTo(min(m.Commit, limit))
+	r.send(Message{Type: MsgAppResp, To: m.From, Index: lastVerified})
+}
+
+func (r *Raft) stepLeader(m Message) {
+	pr := r.prs[m.From]
+	pr.recentActive = true
+	switch m.Type {
+	case MsgAppResp:
+		r.handleAppendResp(m, pr)
+	case MsgHeartbeatResp:
+		// A lost acknowledgement must not leave the window full forever.
+		if pr.state == replicating && pr.paused(r.cfg.MaxInflightMsgs) {
+			pr.freeFirst()
+		}
+		pr.probeSent = false
+		if pr.match < r.log.lastIndex() {
+			r.sendAppend(m.From, false)
+		}
+		r.reads.onHeartbeatResp(r, m.From, m.Context)
+	case MsgReadIndex:
+		r.reads.request(r, m.From, m.Context)
+	}
+}
+
+func (r *Raft) handleAppendResp(m Message, pr *progress) {
+	if m.Reject {
+		// A refusal of an index we already know matches, or (while
+		// probing) of a probe other than the latest, is an old answer.
+		stale := m.RejectIndex <= pr.match || (pr.state == probing && m.RejectIndex != pr.next-1)
+		if stale {
+			return
+		}
+		next := m.ConflictIndex
+		if m.ConflictTerm != 0 {
+			if i := r.log.lastIndexOfTerm(m.ConflictTerm, m.RejectIndex); i != 0 {
+				next = i + 1
+			}
+		}
+		next = min(next, m.RejectIndex)
+		pr.becomeProbe()
+		pr.next = max(next, pr.match+1)
+		r.logger.Debug("append rejected: backing up", "term", r.term, "follower", m.From, "rejected_prev", m.RejectIndex, "next", pr.next)
+		r.sendAppend(m.From, true)
+		return
+	}
+	if !pr.maybeUpdate(m.Index) {
+		return
+	}
+	switch pr.state {
+	case probing:
+		pr.becomeReplicate()
+	case replicating:
+		pr.freeTo(m.Index)
+	}
+	if r.maybeCommit() {
+		r.bcastPending = true
+	}
+	for r.sendAppend(m.From, false) {
+	}
+	if m.From == r.leadTransferee && pr.match == r.log.lastIndex() {
+		r.logger.Info("transfer target caught up: sending timeout-now", "term", r.term, "to", m.From)
+		r.send(Message{Type: MsgTimeoutNow, To: m.From})
+	}
+}
+
+// Propose appends commands to the leader's log, all stamped with the
+// leader's wall-clock time now (Unix nanoseconds). It returns the index of
+// the first and the term; the commands are committed when an applied entry
+// with that index and term comes back. A different term at that index
+// means the proposal was lost to a leader change.
+func (r *Raft) Propose(now int64, data ...[]byte) (Index, Term, error) {
+	if r.role != Leader {
+		return 0, 0, &NotLeaderError{Leader: r.lead, Term: r.term}
+	}
+	if r.leadTransferee != None {
+		return 0, 0, ErrTransferInProgress
+	}
+	if len(data) == 0 {
+		return 0, 0, fmt.Errorf("%w: no commands", ErrProposalDropped)
+	}
+	for _, d := range data {
+		if len(d) > r.cfg.MaxProposalBytes {
+			return 0, 0, fmt.Errorf("%w: command of %d bytes exceeds the %d-byte limit", ErrProposalDropped, len(d), r.cfg.MaxProposalBytes)
+		}
+	}
+	first, _ := r.appendEntries(EntryNormal, now, data)
+	r.bcastPending = true
+	return first, r.term, nil
+}
+
+// TransferLeadership asks the leader to hand over to another voter: it
+// stops taking proposals, brings the target up to date, then sends it
+// MsgTimeoutNow. The transfer is abandoned after an election timeout.
+func (r *Raft) TransferLeadership(to NodeID) error {
+	if r.role != Leader {
+		return &NotLeaderError{Leader: r.lead, Term: r.term}
+	}
+	if !r.isVoter(to) {
+		return fmt.Errorf("%w: cannot transfer leadership to node %d", ErrUnknownNode, to)
+	}
+	if to == r.id || to == r.leadTransferee {
+		return nil
+	}
+	r.leadTransferee = to
+	r.electionElapsed = 0
+	r.logger.Info("leadership transfer started", "term", r.term, "to", to, "last_index", r.log.lastIndex())
+	if r.prs[to].match == r.log.lastIndex() {
+		r.send(Message{Type: MsgTimeoutNow, To: to})
+	} else {
+		r.sendAppend(to, true)
+	}
+	return nil
+}
+
+// HasReady reports whether Ready would return anything to do.
+func (r *Raft) HasReady() bool {
+	return len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || r.bcastPending || r.reads.flushPending ||
+		len(r.reads.ready) > 0 || r.hardState() != r.prevHard || r.softState() != r.prevSoft ||
+		r.log.stabled < r.log.lastIndex() || r.log.applied < r.log.committed
+}
+
+// Ready is the work the driver must do, in this order:
+//  1. send Messages (they may go before anything is durable);
+//  2. durably store Entries (replacing any stored entries from
+//     Entries[0].Index on) and HardState if MustSaveHardState;
+//  3. send MessagesAfterPersist;
+//  4. apply CommittedEntries in order; answer ReadStates once applied;
+//  5. call Advance.
+type Ready struct {
+	SoftState            *SoftState
+	HardState            HardState
+	MustSaveHardState    bool
+	Entries              []Entry
+	Messages             []Message
+	MessagesAfterPersist []Message
+	CommittedEntries     []Entry
+	ReadStates           []ReadState
+}
+
+// Ready returns the pending work. Call Advance once it is done.
+func (r *Raft) Ready() Ready {
+	if r.role == Leader {
+		r.reads.flush(r)
+		if r.bcastPending {
+			r.bcastPending = false
+			r.bcastAppend()
+		}
+	}
+	rd := Ready{
+		Entries:              r.log.unstable(),
+		Messages:             r.msgs,
+		MessagesAfterPersist: r.msgsAfterPersist,
+		CommittedEntries:     r.log.toApply(),
+		ReadStates:           r.reads.ready,
+	}
+	if hs := r.hardState(); hs != r.prevHard {
+		rd.HardState, rd.MustSaveHardState = hs, true
+	}
+	if ss := r.softState(); ss != r.prevSoft {
+		rd.SoftState = &ss
+	}
+	r.msgs, r.msgsAfterPersist, r.reads.ready = nil, nil, nil
+	return rd
+}
+
+// Advance acknowledges that rd has been carried out.
+func (r *Raft) Advance(rd Ready) {
+	if n := len(rd.Entries); n > 0 {
+		last := rd.Entries[n-1]
+		if r.log.matchTerm(last.Index, last.Term) && last.Index > r.log.stabled {
+			r.log.stabled = last.Index
+		}
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		r.log.applied = rd.CommittedEntries[n-1].Index
+	}
+	if rd.MustSaveHardState {
+		r.prevHard = rd.HardState
+	}
+	if rd.SoftState != nil {
+		r.prevSoft = *rd.SoftState
+	}
+	if r.role == Leader && len(rd.Entries) > 0 && r.maybeCommit() {
+		r.bcastPending = true
+	}
+}
+
+// Status reports the node's state.
+func (r *Raft) Status() Status {
+	s := Status{
+		ID: r.id, Role: r.role, Term: r.term, Vote: r.vote, Lead: r.lead,
+		Commit: r.log.committed, Applied: r.log.applied, LastIndex: r.log.lastIndex(),
+		LeadTransfer: r.leadTransferee,
+	}
+	if r.role == Leader {
+		s.Progress = make(map[NodeID]ProgressStatus, len(r.prs))
+		for id, pr := range r.prs {
+			match := pr.match
+			if id == r.id {
+				match = r.log.stabled
+			}
+			s.Progress[id] = ProgressStatus{Match: match, Next: pr.next, State: pr.state.String(), Inflight: len(pr.inflight), RecentActive: pr.recentActive}
+		}
+	}
+	return s
+}
+
+// Leader returns the known leader (None if unknown) and the current term.
+func (r *Raft) Leader() (NodeID, Term) { return r.lead, r.term }
