@@ -105,7 +105,15 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 	if first <= l.snapIndex || first > l.lastIndex()+1 {
 		panic(fmt.Sprintf("truncate at %d outside (%d, %d]", first, l.snapIndex, l.lastIndex()+1))
 	}
-	l.entries = append(l.entries[:first-l.snapIndex-1], ents...)
+	if first == l.lastIndex()+1 {
+		l.entries = append(l.entries, ents...)
+		return
+	}
+	// Full slice expression: append must copy into a new array, so that
+	// slices of the old entries already handed out (in messages, in a
+	// Ready) never change under their holders.
+	keep := first - l.snapIndex - 1
+	l.entries = append(l.entries[:keep:keep], ents...)
 	if l.stabled >= first {
 		l.stabled = first - 1
 	}

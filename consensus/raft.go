@@ -611,7 +611,10 @@ func (r *Raft) stepLeader(m Message) {
 		}
 		pr.probeSent = false
 		if pr.match < r.log.lastIndex() {
-			r.sendAppend(m.From, false)
+			// Even with nothing new to send (next ran ahead of appends that
+			// were lost), an empty MsgApp at next-1 makes the follower
+			// refuse and so restarts replication from where it really is.
+			r.sendAppend(m.From, true)
 		}
 		r.reads.onHeartbeatResp(r, m.From, m.Context)
 	case MsgReadIndex:

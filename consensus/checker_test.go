@@ -1,0 +1,149 @@
+package consensus
+
+import (
+	"fmt"
+)
+
+// entryKey identifies a log entry by position and term; by Log Matching it
+// identifies the whole log prefix up to it.
+type entryKey struct {
+	Index Index
+	Term  Term
+}
+
+type entryFacts struct {
+	prevTerm Term
+	checksum uint32
+}
+
+// safetyChecker watches a simulated cluster and reports the first violation
+// of a Raft safety property. It keeps only incremental state, so checking
+// after every step costs in proportion to what the step changed.
+type safetyChecker struct {
+	quorum int
+	// Election Safety: the one leader of each term, over the whole run.
+	leaders map[Term]NodeID
+	// Log Matching: every (index, term) ever seen in any log, with the
+	// term before it and its checksum. If all logs agree on these facts,
+	// equal (index, term) implies equal prefixes by induction.
+	facts map[entryKey]entryFacts
+	// State Machine Safety: the longest applied sequence seen anywhere.
+	applied []entryKey
+	// proposed data → 1 once committed, to catch an entry committed twice.
+	committedData map[string]bool
+	// Leader Append-Only: each sitting leader's last entry as last seen.
+	leaderTail map[NodeID]leaderTail
+}
+
+type leaderTail struct {
+	term Term
+	last entryKey
+}
+
+func newSafetyChecker(n int) *safetyChecker {
+	return &safetyChecker{
+		quorum:        n/2 + 1,
+		leaders:       map[Term]NodeID{},
+		facts:         map[entryKey]entryFacts{},
+		committedData: map[string]bool{},
+		leaderTail:    map[NodeID]leaderTail{},
+	}
+}
+
+// checkNode runs the per-node checks after node r took a step.
+func (c *safetyChecker) checkNode(r *Raft) error {
+	if err := c.checkLogInvariants(r); err != nil {
+		return err
+	}
+	if r.role != Leader {
+		delete(c.leaderTail, r.id)
+		return nil
+	}
+	// Election Safety.
+	if prev, ok := c.leaders[r.term]; ok && prev != r.id {
+		return fmt.Errorf("election safety: nodes %d and %d are both leader of term %d", prev, r.id, r.term)
+	} else if !ok {
+		c.leaders[r.term] = r.id
+		// Leader Completeness: a new leader holds everything committed.
+		for _, k := range c.applied {
+			if t, ok := r.log.term(k.Index); !ok || t != k.Term {
+				return fmt.Errorf("leader completeness: node %d became leader of term %d without committed entry %d (term %d); it has term %d there", r.id, r.term, k.Index, k.Term, t)
+			}
+		}
+	}
+	// Leader Append-Only.
+	last := entryKey{r.log.lastIndex(), r.log.lastTerm()}
+	if tail, ok := c.leaderTail[r.id]; ok && tail.term == r.term {
+		if t, ok := r.log.term(tail.last.Index); !ok || t != tail.last.Term {
+			return fmt.Errorf("leader append-only: leader %d of term %d had entry %d (term %d), now has term %d there (last index %d)", r.id, r.term, tail.last.Index, tail.last.Term, t, r.log.lastIndex())
+		}
+	}
+	c.leaderTail[r.id] = leaderTail{term: r.term, last: last}
+	return nil
+}
+
+func (c *safetyChecker) checkLogInvariants(r *Raft) error {
+	l := &r.log
+	if !(l.snapIndex <= l.applied && l.applied <= l.committed && l.committed <= l.lastIndex() && l.stabled <= l.lastIndex()) {
+		return fmt.Errorf("log cursors out of order on node %d: snap %d applied %d committed %d stabled %d last %d", r.id, l.snapIndex, l.applied, l.committed, l.stabled, l.lastIndex())
+	}
+	if r.vote != None && !r.isVoter(r.vote) {
+		return fmt.Errorf("node %d voted for non-member %d", r.id, r.vote)
+	}
+	return nil
+}
+
+// checkEntries runs Log Matching over entries node r is about to persist.
+func (c *safetyChecker) checkEntries(r *Raft, ents []Entry) error {
+	for i := range ents {
+		e := &ents[i]
+		if err := e.Verify(); err != nil {
+			return fmt.Errorf("node %d persists a corrupt entry: %w", r.id, err)
+		}
+		prevTerm, ok := r.log.term(e.Index - 1)
+		if !ok {
+			return fmt.Errorf("node %d: entry %d has no predecessor in its log", r.id, e.Index)
+		}
+		k := entryKey{e.Index, e.Term}
+		f := entryFacts{prevTerm: prevTerm, checksum: e.Checksum}
+		if old, ok := c.facts[k]; ok && old != f {
+			return fmt.Errorf("log matching: node %d has entry %d term %d with previous term %d, checksum %08x; another log had previous term %d, checksum %08x",
+				r.id, e.Index, e.Term, prevTerm, e.Checksum, old.prevTerm, old.checksum)
+		} else if !ok {
+			c.facts[k] = f
+		}
+	}
+	return nil
+}
+
+// checkApply runs State Machine Safety and "applied means committed" for
+// entry e applied by node r, whose applied sequence had length nApplied.
+// durable reports how many nodes hold (index, term) in durable storage.
+func (c *safetyChecker) checkApply(r *Raft, nApplied int, e Entry, durable func(entryKey) int) error {
+	k := entryKey{e.Index, e.Term}
+	if int(e.Index) != nApplied+1 {
+		return fmt.Errorf("node %d applies entry %d after %d applied entries: gap or repeat", r.id, e.Index, nApplied)
+	}
+	if e.Index > r.log.committed {
+		return fmt.Errorf("node %d applies entry %d beyond its commit index %d", r.id, e.Index, r.log.committed)
+	}
+	if int(e.Index) <= len(c.applied) {
+		if got := c.applied[e.Index-1]; got != k {
+			return fmt.Errorf("state machine safety: node %d applies entry %d of term %d where another node applied term %d", r.id, e.Index, e.Term, got.Term)
+		}
+		return nil
+	}
+	// First application anywhere: it must be durable on a quorum.
+	if n := durable(k); n < c.quorum {
+		return fmt.Errorf("node %d applies entry %d (term %d) that is durable on only %d nodes, quorum %d", r.id, e.Index, e.Term, n, c.quorum)
+	}
+	if e.Type == EntryNormal {
+		d := string(e.Data)
+		if c.committedData[d] {
+			return fmt.Errorf("command %q committed twice (again at index %d)", d, e.Index)
+		}
+		c.committedData[d] = true
+	}
+	c.applied = append(c.applied, k)
+	return nil
+}
