@@ -512,7 +512,6 @@ func (s *simulation) run() error {
 	return fmt.Errorf("liveness: %d ticks after faults stopped, proposal %v is not applied everywhere; %s", s.opts.livenessTicks, want, strings.Join(st, "; "))
 }
 
-
 // runSeed runs one seed and returns its error, with the trace tail.
 func runSeed(seed int64, rule brokenRule) (st simStats, err error) {
 	s := newSimulation(seed, optionsForSeed(seed, rule))
