@@ -33,9 +33,8 @@ type progress struct {
 	// inflight holds the last index of each unacknowledged MsgApp, oldest
 	// first; len(inflight) ≤ MaxInflightMsgs.
 	inflight []Index
-	// recentActive is set by any message from the follower and cleared at
-	// each CheckQuorum round.
-	recentActive bool
+	// lastActive is the leader tick at which the follower last spoke.
+	lastActive int
 }
 
 func (p *progress) paused(maxInflight int) bool {

@@ -45,6 +45,9 @@ type Raft struct {
 
 	electionElapsed  int
 	heartbeatElapsed int
+	// leaderTicks counts ticks since this node became leader; CheckQuorum
+	// compares it with each follower's lastActive.
+	leaderTicks int
 	electionTimeout  int // randomized, in [ElectionTicks, 2*ElectionTicks)
 
 	leadTransferee NodeID
@@ -201,11 +204,12 @@ func (r *Raft) becomeLeader() {
 	r.role = Leader
 	r.lead = r.id
 	r.resetTimers()
+	r.leaderTicks = 0
 	r.votes = nil
 	r.leadTransferee = None
 	r.prs = make(map[NodeID]*progress, len(r.voters))
 	for _, v := range r.voters {
-		r.prs[v] = &progress{next: r.log.lastIndex() + 1, recentActive: v == r.id}
+		r.prs[v] = &progress{next: r.log.lastIndex() + 1}
 	}
 	// The no-op of §8: it is of our term, so committing it by counting
 	// commits every earlier entry too (Figure 8). Its timestamp is the last
@@ -321,22 +325,17 @@ func (r *Raft) Tick() {
 func (r *Raft) tickLeader() {
 	r.heartbeatElapsed++
 	r.electionElapsed++
+	r.leaderTicks++
+	if !r.cfg.DisableCheckQuorum {
+		if active := r.activeVoters(); active < r.quorum() {
+			r.logger.Warn("check quorum failed: no majority heard within an election timeout; stepping down",
+				"term", r.term, "active", active, "quorum", r.quorum(), "commit", r.log.committed)
+			r.becomeFollower(r.term, None)
+			return
+		}
+	}
 	if r.electionElapsed >= r.cfg.ElectionTicks {
 		r.electionElapsed = 0
-		if !r.cfg.DisableCheckQuorum {
-			active := 0
-			for id, pr := range r.prs {
-				if pr.recentActive || id == r.id {
-					active++
-				}
-				pr.recentActive = id == r.id
-			}
-			if active < r.quorum() {
-				r.logger.Warn("check quorum failed: stepping down", "term", r.term, "active", active, "quorum", r.quorum())
-				r.becomeFollower(r.term, None)
-				return
-			}
-		}
 		if r.leadTransferee != None {
 			r.logger.Warn("leadership transfer timed out", "term", r.term, "to", r.leadTransferee)
 			r.leadTransferee = None
@@ -346,6 +345,18 @@ func (r *Raft) tickLeader() {
 		r.heartbeatElapsed = 0
 		r.bcastHeartbeat(r.reads.round)
 	}
+}
+
+// activeVoters counts the voters (itself included) the leader heard from
+// within the last election timeout.
+func (r *Raft) activeVoters() int {
+	active := 0
+	for id, pr := range r.prs {
+		if id == r.id || r.leaderTicks-pr.lastActive < r.cfg.ElectionTicks {
+			active++
+		}
+	}
+	return active
 }
 
 func (r *Raft) bcastHeartbeat(round uint64) {
@@ -600,7 +611,7 @@ func (r *Raft) handleAppend(m Message) {
 
 func (r *Raft) stepLeader(m Message) {
 	pr := r.prs[m.From]
-	pr.recentActive = true
+	pr.lastActive = r.leaderTicks
 	switch m.Type {
 	case MsgAppResp:
 		r.handleAppendResp(m, pr)
@@ -799,7 +810,8 @@ func (r *Raft) Status() Status {
 			if id == r.id {
 				match = r.log.stabled
 			}
-			s.Progress[id] = ProgressStatus{Match: match, Next: pr.next, State: pr.state.String(), Inflight: len(pr.inflight), RecentActive: pr.recentActive}
+			s.Progress[id] = ProgressStatus{Match: match, Next: pr.next, State: pr.state.String(), Inflight: len(pr.inflight),
+				RecentActive: id == r.id || r.leaderTicks-pr.lastActive < r.cfg.ElectionTicks}
 		}
 	}
 	return s

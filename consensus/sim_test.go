@@ -37,6 +37,8 @@ type simOptions struct {
 	maxInflight   int
 	maxEntries    int
 	breakRule     brokenRule
+	// configure adjusts each node's Config (scenarios only).
+	configure func(*Config)
 }
 
 func optionsForSeed(seed int64, rule brokenRule) simOptions {
@@ -100,6 +102,7 @@ type simulation struct {
 	voters  []NodeID
 	healed  bool
 	stats   simStats
+	onRead  func(ReadState)
 }
 
 // simStats shows that a run exercised what it claims to.
@@ -155,6 +158,9 @@ func (s *simulation) start(n *simNode) {
 		MaxEntriesPerMsg: s.opts.maxEntries,
 		Rand:             rand.New(rand.NewSource(s.seed*7919 + int64(n.id)*131 + n.incarnation)),
 		breakRule:        s.opts.breakRule,
+	}
+	if s.opts.configure != nil {
+		s.opts.configure(&cfg)
 	}
 	r, err := New(cfg, Restored{HardState: n.hard, Entries: n.log})
 	if err != nil {
@@ -259,6 +265,9 @@ func (s *simulation) durableCount(k entryKey) int {
 // checkRead: a read index must cover every entry that was committed
 // anywhere when the read began, or a client could read stale data.
 func (s *simulation) checkRead(n *simNode, rs ReadState) error {
+	if s.onRead != nil {
+		s.onRead(rs)
+	}
 	pr, ok := s.reads[rs.ID]
 	if !ok {
 		return nil // a duplicate answer
