@@ -47,8 +47,8 @@ type Raft struct {
 	heartbeatElapsed int
 	// leaderTicks counts ticks since this node became leader; CheckQuorum
 	// compares it with each follower's lastActive.
-	leaderTicks int
-	electionTimeout  int // randomized, in [ElectionTicks, 2*ElectionTicks)
+	leaderTicks     int
+	electionTimeout int // randomized, in [ElectionTicks, 2*ElectionTicks)
 
 	leadTransferee NodeID
 
