@@ -530,6 +530,8 @@ func (r *Raft) handleVote(m Message) {
 			r.electionElapsed = 0
 			r.vote = m.From
 			r.logger.Info("vote granted", "term", r.term, "candidate", m.From, "last_index", r.log.lastIndex())
+		} else {
+			r.logger.Info("pre-vote granted", "term", r.term, "candidate", m.From, "candidate_term", m.Term)
 		}
 		r.send(Message{Type: respType, To: m.From, Term: m.Term})
 		return

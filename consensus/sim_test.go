@@ -609,3 +609,17 @@ func forSeeds(first, n int64, fn func(int64) bool) int64 {
 	wg.Wait()
 	return failed.Load()
 }
+
+// TestSimulationIsDeterministic: a seed must replay exactly, or the replay
+// command printed on failure would be worthless.
+func TestSimulationIsDeterministic(t *testing.T) {
+	for _, seed := range []int64{3, 17, 101} {
+		a := newSimulation(seed, optionsForSeed(seed, ruleIntact))
+		b := newSimulation(seed, optionsForSeed(seed, ruleIntact))
+		errA, errB := a.run(), b.run()
+		if fmt.Sprint(errA) != fmt.Sprint(errB) || a.stats != b.stats || a.now != b.now ||
+			strings.Join(a.trace, "\n") != strings.Join(b.trace, "\n") {
+			t.Fatalf("seed %d ran differently twice:\n%v %+v\n%v %+v", seed, errA, a.stats, errB, b.stats)
+		}
+	}
+}
