@@ -444,18 +444,8 @@ func (r *Raft) Step(m Message) error {
 	if m.From == None || m.From == r.id || !r.isVoter(m.From) {
 		return fmt.Errorf("%w: message %s from node %d", ErrUnknownNode, m.Type, m.From)
 	}
-	if m.Term == 0 {
-		return fmt.Errorf("message %s from node %d has no term", m.Type, m.From)
-	}
-	if m.Type == MsgApp {
-		for i := range m.Entries {
-			if err := m.Entries[i].Verify(); err != nil {
-				return fmt.Errorf("dropping %s from node %d: %w", m.Type, m.From, err)
-			}
-			if m.Entries[i].Index != m.PrevIndex+1+Index(i) {
-				return fmt.Errorf("dropping %s from node %d: entry %d out of sequence after %d", m.Type, m.From, m.Entries[i].Index, m.PrevIndex)
-			}
-		}
+	if err := r.validate(m); err != nil {
+		return err
 	}
 
 	switch {
@@ -507,6 +497,38 @@ func (r *Raft) Step(m Message) error {
 		r.stepCandidate(m)
 	default:
 		r.stepFollower(m)
+	}
+	return nil
+}
+
+// validate checks what a message from the network claims before the core
+// trusts it: a bad message is refused, never half-applied.
+func (r *Raft) validate(m Message) error {
+	if m.Type < MsgApp || m.Type > MsgReadIndexResp {
+		return fmt.Errorf("message of unknown type %d from node %d", uint8(m.Type), m.From)
+	}
+	if m.To != r.id {
+		return fmt.Errorf("%s from node %d is addressed to node %d, not to us (%d)", m.Type, m.From, m.To, r.id)
+	}
+	if m.Term == 0 {
+		return fmt.Errorf("%s from node %d has no term", m.Type, m.From)
+	}
+	if m.Type != MsgApp && len(m.Entries) > 0 {
+		return fmt.Errorf("%s from node %d carries entries", m.Type, m.From)
+	}
+	prevTerm := m.PrevTerm
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if err := e.Verify(); err != nil {
+			return fmt.Errorf("dropping %s from node %d: %w", m.Type, m.From, err)
+		}
+		if e.Index != m.PrevIndex+1+Index(i) {
+			return fmt.Errorf("dropping %s from node %d: entry %d out of sequence after %d", m.Type, m.From, e.Index, m.PrevIndex)
+		}
+		if e.Term < prevTerm || e.Term > m.Term {
+			return fmt.Errorf("dropping %s from node %d: entry %d has term %d outside [%d, %d]", m.Type, m.From, e.Index, e.Term, prevTerm, m.Term)
+		}
+		prevTerm = e.Term
 	}
 	return nil
 }
@@ -651,9 +673,13 @@ func (r *Raft) handleAppendResp(m Message, pr *progress) {
 		}
 		next = min(next, m.RejectIndex)
 		pr.becomeProbe()
-		pr.next = max(next, pr.match+1)
+		pr.next = min(max(next, pr.match+1), r.log.lastIndex()+1)
 		r.logger.Debug("append rejected: backing up", "term", r.term, "follower", m.From, "rejected_prev", m.RejectIndex, "next", pr.next)
 		r.sendAppend(m.From, true)
+		return
+	}
+	if m.Index > r.log.lastIndex() {
+		r.logger.Warn("ignoring append answer beyond our log", "term", r.term, "from", m.From, "index", m.Index, "last_index", r.log.lastIndex())
 		return
 	}
 	if !pr.maybeUpdate(m.Index) {
