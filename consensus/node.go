@@ -1,0 +1,463 @@
+package consensus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Defaults for NodeConfig.
+const (
+	DefaultTickInterval        = 100 * time.Millisecond
+	DefaultMaxPendingProposals = 4096
+	DefaultMaxPendingReads     = 4096
+	DefaultInboxSize           = 4096
+)
+
+// maxPendingTransfers bounds concurrent TransferLeadership calls; more than
+// a handful means a caller is looping, not operating the cluster.
+const maxPendingTransfers = 16
+
+// Errors returned by a Node.
+var (
+	// ErrStopped: the node was stopped (or stopped itself after a storage
+	// failure); the request was not taken.
+	ErrStopped = errors.New("consensus node stopped")
+	// ErrProposalLost: another entry was committed at the proposal's index
+	// or a later leader's entry overtook it.
+	ErrProposalLost = errors.New("proposal lost: the entry was replaced after a leader change; it was not applied; safe to retry")
+	// ErrOutcomeUnknown: the caller stopped waiting (or the node stopped)
+	// after the proposal entered the log; it may still commit and apply.
+	ErrOutcomeUnknown = errors.New("proposal outcome unknown: it may still commit")
+	// ErrReadDropped: the read could not be confirmed by a leader
+	// (leadership changed or no leader is known).
+	ErrReadDropped = errors.New("read index dropped: leadership changed or no leader is known; retry")
+	// ErrOverloaded: a bounded queue is full; retry later.
+	ErrOverloaded = errors.New("consensus node overloaded")
+)
+
+// NodeConfig configures a Node. Validate fills defaults.
+type NodeConfig struct {
+	// Raft configures the core. If Raft.Logger is nil it gets Logger.
+	Raft Config
+
+	LogStore    LogStore
+	StableStore StableStore
+	Transport   Transport
+	// StateMachine is driven from the node's loop goroutine: Apply must not
+	// call back into the Node's blocking methods or Stop.
+	StateMachine StateMachine
+
+	// TickInterval is the length of one core tick; the election timeout is
+	// Raft.ElectionTicks of them. Default 100ms.
+	TickInterval time.Duration
+	// Now is the wall clock stamped on proposals (Entry.Time). Default time.Now.
+	Now func() time.Time
+	// Logger receives the driver's events. Default: discard.
+	Logger hclog.Logger
+	// PeerAddrs maps peers to addresses, only to tell callers where the
+	// leader is. Optional.
+	PeerAddrs map[NodeID]string
+
+	// MaxPendingProposals bounds proposals queued or awaiting apply;
+	// MaxPendingReads bounds ReadIndex calls in progress; InboxSize bounds
+	// peer messages not yet stepped. Defaults 4096 each.
+	MaxPendingProposals int
+	MaxPendingReads     int
+	InboxSize           int
+}
+
+// Validate checks the configuration, fills defaults and validates Raft.
+// Every problem found is reported.
+func (c *NodeConfig) Validate() error {
+	var errs []error
+	if c.LogStore == nil {
+		errs = append(errs, errors.New("log store is required"))
+	}
+	if c.StableStore == nil {
+		errs = append(errs, errors.New("stable store is required"))
+	}
+	if c.Transport == nil {
+		errs = append(errs, errors.New("transport is required"))
+	}
+	if c.StateMachine == nil {
+		errs = append(errs, errors.New("state machine is required"))
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.TickInterval < 0 {
+		errs = append(errs, fmt.Errorf("tick interval %v must be positive", c.TickInterval))
+	}
+	for _, q := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"max pending proposals", &c.MaxPendingProposals, DefaultMaxPendingProposals},
+		{"max pending reads", &c.MaxPendingReads, DefaultMaxPendingReads},
+		{"inbox size", &c.InboxSize, DefaultInboxSize},
+	} {
+		if *q.v == 0 {
+			*q.v = q.def
+		}
+		if *q.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d must be positive", q.name, *q.v))
+		}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.Raft.Logger == nil {
+		c.Raft.Logger = c.Logger
+	}
+	if err := c.Raft.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("raft: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Node runs a Raft core: one loop goroutine ticks it, steps peer messages
+// into it, proposes, and carries out each Ready (send, persist, apply). The
+// core is touched only by that goroutine; the exported methods talk to it
+// over bounded channels and are safe for concurrent use.
+//
+// Messages handed to Transport.Send may share their Entries slices with the
+// core's log, which a later truncation overwrites in place: a transport
+// must copy or encode them before Send returns.
+type Node struct {
+	id     NodeID
+	cfg    NodeConfig
+	logger hclog.Logger
+	// batch is the LogStore's group-commit face, set only when the same
+	// object is also the StableStore: Save writes the hard state into the
+	// store it is called on, so with two stores it would put it where
+	// StableStore.HardState never reads it.
+	batch BatchStore
+
+	// Inputs to the loop. propc and readc are as large as their slot pools,
+	// so a caller holding a slot never blocks on them.
+	inbox     chan Message
+	propc     chan *proposal
+	readc     chan *readRequestW
+	transferc chan *transferRequest
+	// propSlots and readSlots count requests from enqueue until they are
+	// answered or abandoned, bounding the loop's waiter tables too.
+	propSlots chan struct{}
+	readSlots chan struct{}
+
+	readSeq atomic.Uint64
+
+	stopOnce sync.Once
+	stopc    chan struct{} // closed by Stop
+	done     chan struct{} // closed when the loop has exited and failed every waiter
+
+	mu     sync.Mutex // protects status and err
+	status Status
+	err    error // why the loop exited; nil while running
+
+	loopState // owned by the loop goroutine
+}
+
+// StartNode loads the durable state, builds the core and starts the loop.
+func StartNode(cfg NodeConfig) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("node config: %w", err)
+	}
+	id := cfg.Raft.ID
+	st, err := loadState(cfg.LogStore, cfg.StableStore)
+	if err != nil {
+		return nil, fmt.Errorf("node %d: loading durable state: %w", id, err)
+	}
+	core, err := New(cfg.Raft, st)
+	if err != nil {
+		return nil, fmt.Errorf("node %d: %w", id, err)
+	}
+	cfg.PeerAddrs = maps.Clone(cfg.PeerAddrs)
+	n := &Node{
+		id:        id,
+		cfg:       cfg,
+		logger:    cfg.Logger,
+		inbox:     make(chan Message, cfg.InboxSize),
+		propc:     make(chan *proposal, cfg.MaxPendingProposals),
+		readc:     make(chan *readRequestW, cfg.MaxPendingReads),
+		transferc: make(chan *transferRequest, maxPendingTransfers),
+		propSlots: make(chan struct{}, cfg.MaxPendingProposals),
+		readSlots: make(chan struct{}, cfg.MaxPendingReads),
+		stopc:     make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	if b, ok := cfg.LogStore.(BatchStore); ok && sameObject(cfg.LogStore, cfg.StableStore) {
+		n.batch = b
+	}
+	// Read ids travel to the leader and back. Starting from the clock keeps
+	// an answer addressed to a request from before a restart from matching
+	// a new request with the same id.
+	n.readSeq.Store(uint64(cfg.Now().UnixNano()))
+	n.initLoop(core, st)
+	n.publish()
+	n.logger.Info("node started", "id", id, "term", st.HardState.Term, "commit", st.HardState.Commit,
+		"last_index", n.lastIndex, "tick", cfg.TickInterval, "group_commit", n.batch != nil)
+	go n.run()
+	return n, nil
+}
+
+// sameObject reports whether a and b are the same comparable value
+// (typically the same pointer), without panicking on uncomparable types.
+func sameObject(a, b any) bool {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	if va.Type() != vb.Type() || !va.Comparable() || !vb.Comparable() {
+		return false
+	}
+	return a == b
+}
+
+// loadState reads the hard state and the whole log, verifying every entry:
+// a corrupt log must stop the start-up, never reach the state machine.
+func loadState(ls LogStore, ss StableStore) (Restored, error) {
+	hs, err := ss.HardState()
+	if err != nil {
+		return Restored{}, fmt.Errorf("reading hard state: %w", err)
+	}
+	st := Restored{HardState: hs}
+	first, err := ls.FirstIndex()
+	if err != nil {
+		return Restored{}, fmt.Errorf("reading first log index: %w", err)
+	}
+	last, err := ls.LastIndex()
+	if err != nil {
+		return Restored{}, fmt.Errorf("reading last log index: %w", err)
+	}
+	if last == 0 {
+		return st, nil
+	}
+	if first == 0 || first > last {
+		return Restored{}, fmt.Errorf("log store reports first index %d and last index %d", first, last)
+	}
+	if first != 1 {
+		return Restored{}, fmt.Errorf("log starts at index %d but no snapshot covers the entries before it (snapshots are not supported yet)", first)
+	}
+	ents, err := ls.Entries(first, last+1)
+	if err != nil {
+		return Restored{}, fmt.Errorf("reading log entries %d..%d: %w", first, last, err)
+	}
+	if want := int(last - first + 1); len(ents) != want {
+		return Restored{}, fmt.Errorf("log store returned %d entries for %d..%d, want %d", len(ents), first, last, want)
+	}
+	for i := range ents {
+		if want := first + Index(i); ents[i].Index != want {
+			return Restored{}, fmt.Errorf("log store returned entry %d where %d belongs", ents[i].Index, want)
+		}
+		if err := ents[i].Verify(); err != nil {
+			return Restored{}, fmt.Errorf("verifying log at start-up: %w", err)
+		}
+	}
+	st.Entries = ents
+	return st, nil
+}
+
+// ID returns the node's id.
+func (n *Node) ID() NodeID { return n.id }
+
+// Status returns a copy of the node's state as of the loop's last iteration.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.status
+	st.Progress = maps.Clone(st.Progress)
+	return st
+}
+
+// Leader returns the leader this node knows of (None if unknown) and its term.
+func (n *Node) Leader() (NodeID, Term) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.status.Lead, n.status.Term
+}
+
+// Done is closed once the node has stopped, by Stop or by a fatal storage error.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err returns why the node stopped: nil while it runs, an error wrapping
+// ErrStopped afterwards (and the storage error if that was the cause).
+func (n *Node) Err() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.err
+}
+
+// stoppedErr is what callers get once the loop is gone.
+func (n *Node) stoppedErr() error {
+	if err := n.Err(); err != nil {
+		return err
+	}
+	return ErrStopped
+}
+
+// Stop stops the loop, fails every waiting call and returns when the loop
+// has exited. It is safe to call more than once and concurrently, but not
+// from StateMachine.Apply.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	<-n.done
+}
+
+// Step hands a peer's message to the node. It never waits for room: when
+// the inbox is full the message is refused, as a congested network would
+// drop it, and Raft retries.
+func (n *Node) Step(ctx context.Context, m Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-n.done:
+		return n.stoppedErr()
+	default:
+	}
+	select {
+	case n.inbox <- m:
+		return nil
+	default:
+		return fmt.Errorf("%w: inbox of %d messages is full; dropped %s from node %d", ErrOverloaded, cap(n.inbox), m.Type, m.From)
+	}
+}
+
+// Propose replicates data as one log entry and returns the state machine's
+// result of applying it on this node, which must be the leader. A
+// *NotLeaderError (naming the leader and its address when known) means
+// nothing was proposed. Errors wrapping ErrProposalLost mean the entry will
+// never apply; ErrOutcomeUnknown means it may.
+func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("not proposed: %w", err)
+	}
+	if max := n.cfg.Raft.MaxProposalBytes; len(data) > max {
+		// Checked here, not in the batch: the core refuses a whole batch
+		// for one oversized command.
+		return nil, fmt.Errorf("%w: command of %d bytes exceeds the %d-byte limit", ErrProposalDropped, len(data), max)
+	}
+	select {
+	case n.propSlots <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("%w: %d proposals pending (the limit); retry later", ErrOverloaded, cap(n.propSlots))
+	}
+	// The entry keeps the bytes; the caller may reuse its buffer after an
+	// early return.
+	p := &proposal{ctx: ctx, data: bytes.Clone(data), result: make(chan proposeResult, 1)}
+	select {
+	case n.propc <- p:
+	case <-n.done:
+		<-n.propSlots
+		return nil, n.stoppedErr()
+	}
+	select {
+	case res := <-p.result:
+		return res.value, res.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: stopped waiting: %w", ErrOutcomeUnknown, ctx.Err())
+	case <-n.done:
+		// The loop answers every waiter it knows before closing done; a
+		// proposal it never saw was not proposed.
+		select {
+		case res := <-p.result:
+			return res.value, res.err
+		default:
+			return nil, n.stoppedErr()
+		}
+	}
+}
+
+// ReadIndex returns an index such that this node's state machine has
+// applied it and every write acknowledged before the call is at or below
+// it: a read of the local state machine is then linearizable. An error
+// wrapping ErrReadDropped means no leader could confirm the read; retry.
+func (n *Node) ReadIndex(ctx context.Context) (Index, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	select {
+	case n.readSlots <- struct{}{}:
+	default:
+		return 0, fmt.Errorf("%w: %d reads pending (the limit); retry later", ErrOverloaded, cap(n.readSlots))
+	}
+	r := &readRequestW{ctx: ctx, id: n.readSeq.Add(1), result: make(chan readResult, 1)}
+	select {
+	case n.readc <- r:
+	case <-n.done:
+		<-n.readSlots
+		return 0, n.stoppedErr()
+	}
+	select {
+	case res := <-r.result:
+		return res.index, res.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.done:
+		select {
+		case res := <-r.result:
+			return res.index, res.err
+		default:
+			return 0, n.stoppedErr()
+		}
+	}
+}
+
+// TransferLeadership asks this node, which must be the leader, to hand
+// leadership to node to, and waits until to is leader. It fails if the
+// transfer is abandoned (the target did not catch up within an election
+// timeout) or another node took over.
+func (n *Node) TransferLeadership(ctx context.Context, to NodeID) error {
+	req := &transferRequest{ctx: ctx, to: to, result: make(chan error, 1)}
+	select {
+	case n.transferc <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.done:
+		return n.stoppedErr()
+	}
+	select {
+	case err := <-req.result:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("leadership transfer to node %d: stopped waiting: %w", to, ctx.Err())
+	case <-n.done:
+		select {
+		case err := <-req.result:
+			return err
+		default:
+			return n.stoppedErr()
+		}
+	}
+}
+
+// withLeaderAddr adds the leader's address to a *NotLeaderError so that a
+// caller can be redirected; errors.Is/As still see the original.
+func (n *Node) withLeaderAddr(err error) error {
+	var nle *NotLeaderError
+	if !errors.As(err, &nle) || nle.Leader == None {
+		return err
+	}
+	if addr, ok := n.cfg.PeerAddrs[nle.Leader]; ok {
+		return fmt.Errorf("%w (leader address %s)", err, addr)
+	}
+	return err
+}
+
+// publish makes the core's status visible to Status and Leader.
+func (n *Node) publish() {
+	st := n.core.Status()
+	n.mu.Lock()
+	n.status = st
+	n.mu.Unlock()
+}

@@ -1,0 +1,488 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/pprof"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Batch limits of one loop iteration. Larger batches mean fewer Readies
+// (one fsync and one MsgApp per follower for the lot) but a longer pause
+// before the next tick.
+const (
+	maxProposalBatch = 1024
+	maxInboxBatch    = 256
+)
+
+type proposal struct {
+	ctx    context.Context
+	data   []byte
+	index  Index
+	term   Term
+	result chan proposeResult // capacity 1: the loop never waits for a caller that left
+}
+
+type proposeResult struct {
+	value any
+	err   error
+}
+
+type readRequestW struct {
+	ctx    context.Context
+	id     uint64
+	index  Index
+	result chan readResult // capacity 1
+}
+
+type readResult struct {
+	index Index
+	err   error
+}
+
+type transferRequest struct {
+	ctx    context.Context
+	to     NodeID
+	result chan error // capacity 1
+}
+
+// loopState is everything only the loop goroutine touches.
+type loopState struct {
+	core *Raft
+
+	// proposals waits for the entry at each index. Two waiters can share
+	// an index when this node led two terms: each is settled by the term
+	// of the entry that finally applies there.
+	proposals map[Index][]*proposal
+	// reads asked the core and await a ReadState; readsAtIndex have one and
+	// await apply, sorted by index.
+	reads        map[uint64]*readRequestW
+	readsAtIndex []*readRequestW
+	transfers    []*transferRequest
+
+	applied     Index
+	appliedTerm Term // term of the last applied entry
+	lastIndex   Index
+	hardState   HardState
+	lead        NodeID
+}
+
+func (n *Node) initLoop(core *Raft, st Restored) {
+	n.core = core
+	n.proposals = map[Index][]*proposal{}
+	n.reads = map[uint64]*readRequestW{}
+	n.applied = core.Status().Applied
+	n.hardState = st.HardState
+	if k := len(st.Entries); k > 0 {
+		n.lastIndex = st.Entries[k-1].Index
+	}
+}
+
+// run is the node's loop goroutine ("consensus.loop"): the only one that
+// touches the core, the stores and the state machine.
+func (n *Node) run() {
+	defer close(n.done)
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(),
+		pprof.Labels("goroutine", "consensus.loop", "node", strconv.FormatUint(uint64(n.id), 10))))
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stopc:
+			n.shutdown(ErrStopped)
+			n.logger.Info("node stopped", "id", n.id, "term", n.hardState.Term, "commit", n.hardState.Commit,
+				"applied", n.applied, "last_index", n.lastIndex)
+			return
+		case <-ticker.C:
+			n.core.Tick()
+			n.dropAbandoned()
+		case m := <-n.inbox:
+			n.step(m)
+			for i := 1; i < maxInboxBatch; i++ {
+				select {
+				case m := <-n.inbox:
+					n.step(m)
+					continue
+				default:
+				}
+				break
+			}
+		case p := <-n.propc:
+			n.proposeBatch(p)
+		case r := <-n.readc:
+			n.startRead(r)
+		case t := <-n.transferc:
+			n.startTransfer(t)
+		}
+		// Advance can itself create work (a leader's own fsync may commit),
+		// so run Readies until the core is quiet.
+		for n.core.HasReady() {
+			if err := n.handleReady(n.core.Ready()); err != nil {
+				n.logger.Error("persisting raft state failed: stopping the node, it must not run without durability",
+					"id", n.id, "term", n.hardState.Term, "last_index", n.lastIndex, "error", err)
+				n.shutdown(fmt.Errorf("%w: persisting raft state failed: %w", ErrStopped, err))
+				return
+			}
+		}
+		n.checkTransfers()
+		n.publish()
+	}
+}
+
+func (n *Node) step(m Message) {
+	if m.To != n.id {
+		n.logger.Warn("dropping misrouted message", "type", m.Type.String(), "from", m.From, "to", m.To)
+		return
+	}
+	if err := n.core.Step(m); err != nil {
+		var corrupt *EntryCorruptError
+		if errors.As(err, &corrupt) {
+			n.logger.Warn("dropping message with a corrupt entry", "from", m.From, "error", err)
+			return
+		}
+		n.logger.Debug("dropping message", "type", m.Type.String(), "from", m.From, "error", err)
+	}
+}
+
+// proposeBatch proposes everything queued in one core.Propose, so a burst
+// of proposals shares one log write and one MsgApp per follower.
+func (n *Node) proposeBatch(first *proposal) {
+	batch := []*proposal{first}
+	for len(batch) < maxProposalBatch {
+		select {
+		case p := <-n.propc:
+			batch = append(batch, p)
+			continue
+		default:
+		}
+		break
+	}
+	live := batch[:0]
+	data := make([][]byte, 0, len(batch))
+	for _, p := range batch {
+		if p.ctx.Err() != nil {
+			// The caller has gone; keep the entry out of the log.
+			<-n.propSlots
+			continue
+		}
+		live = append(live, p)
+		data = append(data, p.data)
+	}
+	if len(live) == 0 {
+		return
+	}
+	index, term, err := n.core.Propose(n.cfg.Now().UnixNano(), data...)
+	if err != nil {
+		err = n.withLeaderAddr(err)
+		for _, p := range live {
+			n.settleProposal(p, nil, err)
+		}
+		return
+	}
+	for k, p := range live {
+		p.index, p.term = index+Index(k), term
+		n.proposals[p.index] = append(n.proposals[p.index], p)
+	}
+}
+
+// settleProposal frees the slot before answering, so a caller that got its
+// answer finds the slot free for its next proposal.
+func (n *Node) settleProposal(p *proposal, value any, err error) {
+	<-n.propSlots
+	p.result <- proposeResult{value: value, err: err}
+}
+
+func (n *Node) startRead(r *readRequestW) {
+	if r.ctx.Err() != nil {
+		<-n.readSlots
+		return
+	}
+	n.reads[r.id] = r
+	n.core.ReadIndex(r.id)
+}
+
+func (n *Node) settleRead(r *readRequestW, err error) {
+	<-n.readSlots
+	r.result <- readResult{index: r.index, err: err}
+}
+
+func (n *Node) startTransfer(t *transferRequest) {
+	if len(n.transfers) >= maxPendingTransfers {
+		t.result <- fmt.Errorf("%w: %d leadership transfers pending", ErrOverloaded, len(n.transfers))
+		return
+	}
+	if err := n.core.TransferLeadership(t.to); err != nil {
+		t.result <- fmt.Errorf("leadership transfer to node %d: %w", t.to, n.withLeaderAddr(err))
+		return
+	}
+	n.transfers = append(n.transfers, t)
+}
+
+// checkTransfers answers transfer waiters once the outcome is visible.
+func (n *Node) checkTransfers() {
+	if len(n.transfers) == 0 {
+		return
+	}
+	st := n.core.Status()
+	keep := n.transfers[:0]
+	for _, t := range n.transfers {
+		switch {
+		case st.Lead == t.to:
+			t.result <- nil
+		case st.Lead != None && st.Lead != n.id:
+			t.result <- fmt.Errorf("leadership transfer to node %d: node %d became leader in term %d instead", t.to, st.Lead, st.Term)
+		case st.Role == Leader && st.LeadTransfer != t.to:
+			t.result <- fmt.Errorf("leadership transfer to node %d abandoned in term %d: the target did not take over within an election timeout", t.to, st.Term)
+		default:
+			keep = append(keep, t)
+		}
+	}
+	clear(n.transfers[len(keep):])
+	n.transfers = keep
+}
+
+// handleReady carries out rd in the order documented on Ready.
+func (n *Node) handleReady(rd Ready) error {
+	// The leader's appends may leave before its own fsync: it counts
+	// itself toward commit only once durable.
+	if len(rd.Messages) > 0 {
+		n.cfg.Transport.Send(rd.Messages)
+	}
+	if err := n.persist(rd); err != nil {
+		return err
+	}
+	// Votes and acknowledgements vouch for what was just persisted.
+	if len(rd.MessagesAfterPersist) > 0 {
+		n.cfg.Transport.Send(rd.MessagesAfterPersist)
+	}
+	n.apply(rd.CommittedEntries)
+	n.deliverReadStates(rd.ReadStates)
+	if rd.SoftState != nil {
+		n.onSoftState(*rd.SoftState)
+	}
+	n.core.Advance(rd)
+	return nil
+}
+
+func (n *Node) persist(rd Ready) error {
+	var hs *HardState
+	if rd.MustSaveHardState {
+		hs = &rd.HardState
+	}
+	if hs == nil && len(rd.Entries) == 0 {
+		return nil
+	}
+	if n.batch != nil {
+		if err := n.batch.Save(hs, rd.Entries); err != nil {
+			return fmt.Errorf("saving %d entries and hard state: %w", len(rd.Entries), err)
+		}
+	} else {
+		// Entries first: a stored commit index must never point past the
+		// stored log.
+		if len(rd.Entries) > 0 {
+			if err := n.cfg.LogStore.StoreEntries(rd.Entries); err != nil {
+				return fmt.Errorf("storing entries %d..%d: %w", rd.Entries[0].Index, rd.Entries[len(rd.Entries)-1].Index, err)
+			}
+		}
+		if hs != nil {
+			if err := n.cfg.StableStore.SetHardState(*hs); err != nil {
+				return fmt.Errorf("storing hard state (term %d, vote %d, commit %d): %w", hs.Term, hs.Vote, hs.Commit, err)
+			}
+		}
+	}
+	if k := len(rd.Entries); k > 0 {
+		// Entries replace the stored log from their first index on, so the
+		// last one is the log's end.
+		n.lastIndex = rd.Entries[k-1].Index
+	}
+	if hs != nil {
+		n.hardState = *hs
+	}
+	return nil
+}
+
+// apply feeds committed entries to the state machine and settles the
+// proposals and reads they decide.
+func (n *Node) apply(ents []Entry) {
+	for i := range ents {
+		e := ents[i]
+		var value any
+		if e.Type == EntryNormal {
+			value = n.cfg.StateMachine.Apply(e)
+		}
+		n.applied = e.Index
+		if ws, ok := n.proposals[e.Index]; ok {
+			delete(n.proposals, e.Index)
+			for _, p := range ws {
+				if p.term == e.Term {
+					n.settleProposal(p, value, nil)
+				} else {
+					n.settleProposal(p, nil, fmt.Errorf("%w (proposed at index %d in term %d; term %d's entry committed there)", ErrProposalLost, p.index, p.term, e.Term))
+				}
+			}
+		}
+		if e.Term > n.appliedTerm {
+			n.appliedTerm = e.Term
+			n.dropOlderTerms(e.Term)
+		}
+	}
+	n.releaseReads()
+}
+
+// dropOlderTerms fails proposals of terms below t once an entry of term t
+// is committed before them: log terms never decrease along the log, so
+// every later index of the final log holds an entry of term ≥ t, never
+// theirs. Without this, the proposals of a deposed leader whose log the new
+// leader truncated would wait until the log grows past their indexes.
+func (n *Node) dropOlderTerms(t Term) {
+	for idx, ws := range n.proposals {
+		keep := ws[:0]
+		for _, p := range ws {
+			if p.term < t {
+				n.settleProposal(p, nil, fmt.Errorf("%w (proposed at index %d in term %d; an entry of term %d committed first)", ErrProposalLost, p.index, p.term, t))
+				continue
+			}
+			keep = append(keep, p)
+		}
+		if len(keep) == 0 {
+			delete(n.proposals, idx)
+		} else {
+			n.proposals[idx] = keep
+		}
+	}
+}
+
+func (n *Node) deliverReadStates(rss []ReadState) {
+	for _, rs := range rss {
+		r, ok := n.reads[rs.ID]
+		if !ok {
+			continue // abandoned, or an answer to a request we already dropped
+		}
+		delete(n.reads, rs.ID)
+		if rs.Dropped {
+			n.settleRead(r, ErrReadDropped)
+			continue
+		}
+		r.index = rs.Index
+		// After any equal index, so equal reads are answered in arrival order.
+		i := sort.Search(len(n.readsAtIndex), func(i int) bool { return n.readsAtIndex[i].index > r.index })
+		n.readsAtIndex = slices.Insert(n.readsAtIndex, i, r)
+	}
+	n.releaseReads()
+}
+
+// releaseReads answers reads whose index is applied.
+func (n *Node) releaseReads() {
+	k := 0
+	for k < len(n.readsAtIndex) && n.readsAtIndex[k].index <= n.applied {
+		n.settleRead(n.readsAtIndex[k], nil)
+		k++
+	}
+	if k > 0 {
+		clear(n.readsAtIndex[:k])
+		n.readsAtIndex = n.readsAtIndex[k:]
+	}
+}
+
+func (n *Node) onSoftState(ss SoftState) {
+	if ss.Lead == n.lead {
+		return
+	}
+	old := n.lead
+	n.lead = ss.Lead
+	n.logger.Info("leader changed", "id", n.id, "leader", leaderName(ss.Lead), "old_leader", leaderName(old),
+		"role", ss.Role.String(), "term", n.hardState.Term, "commit", n.hardState.Commit, "last_index", n.lastIndex)
+	// Reads still waiting for a ReadState went to the old leader (or to
+	// us, and the core has dropped those). A deposed leader may never
+	// answer, so fail them now; the caller retries against the new leader.
+	// Reads that already hold an index stay valid and keep waiting.
+	for id, r := range n.reads {
+		delete(n.reads, id)
+		n.settleRead(r, ErrReadDropped)
+	}
+}
+
+func leaderName(id NodeID) string {
+	if id == None {
+		return "none"
+	}
+	return strconv.FormatUint(uint64(id), 10)
+}
+
+// dropAbandoned forgets waiters whose caller has gone, so their slots are
+// free for new requests. Their proposals may still commit and apply.
+func (n *Node) dropAbandoned() {
+	for idx, ws := range n.proposals {
+		keep := ws[:0]
+		for _, p := range ws {
+			if p.ctx.Err() != nil {
+				<-n.propSlots
+				continue
+			}
+			keep = append(keep, p)
+		}
+		if len(keep) == 0 {
+			delete(n.proposals, idx)
+		} else {
+			n.proposals[idx] = keep
+		}
+	}
+	for id, r := range n.reads {
+		if r.ctx.Err() != nil {
+			delete(n.reads, id)
+			<-n.readSlots
+		}
+	}
+	n.readsAtIndex = slices.DeleteFunc(n.readsAtIndex, func(r *readRequestW) bool {
+		if r.ctx.Err() != nil {
+			<-n.readSlots
+			return true
+		}
+		return false
+	})
+	n.transfers = slices.DeleteFunc(n.transfers, func(t *transferRequest) bool { return t.ctx.Err() != nil })
+}
+
+// shutdown answers every waiter, including requests still queued, before
+// done closes. cause wraps ErrStopped.
+func (n *Node) shutdown(cause error) {
+	n.mu.Lock()
+	n.err = cause
+	n.mu.Unlock()
+	// An entry in the log may still commit through the other nodes.
+	unknown := fmt.Errorf("%w: %w", ErrOutcomeUnknown, cause)
+	for idx, ws := range n.proposals {
+		for _, p := range ws {
+			n.settleProposal(p, nil, unknown)
+		}
+		delete(n.proposals, idx)
+	}
+	for id, r := range n.reads {
+		delete(n.reads, id)
+		n.settleRead(r, cause)
+	}
+	for _, r := range n.readsAtIndex {
+		n.settleRead(r, cause)
+	}
+	n.readsAtIndex = nil
+	for _, t := range n.transfers {
+		t.result <- cause
+	}
+	n.transfers = nil
+	for {
+		select {
+		case p := <-n.propc:
+			n.settleProposal(p, nil, cause)
+		case r := <-n.readc:
+			n.settleRead(r, cause)
+		case t := <-n.transferc:
+			t.result <- cause
+		default:
+			return
+		}
+	}
+}
