@@ -33,7 +33,9 @@ type StableStore interface {
 }
 
 // BatchStore is implemented by stores that can persist a Ready's entries
-// and hard state in one durable write (group commit). The driver prefers it.
+// and hard state in one durable write (group commit). Save writes the hard
+// state where the same object's StableStore.HardState reads it, so the
+// driver uses it only when LogStore and StableStore are one object.
 type BatchStore interface {
 	Save(hs *HardState, ents []Entry) error
 }
@@ -66,6 +68,10 @@ type SnapshotSink interface {
 // Transport carries messages between peers. Send must not block on the
 // network: it queues (bounded) and drops when a peer is unreachable; Raft
 // retries by itself. Incoming messages are handed to Node.Step.
+//
+// Send may keep the messages until it has encoded them: the core never
+// modifies an entry slice it has handed out (a follower's truncation
+// copies into a new array). It must not modify them itself.
 type Transport interface {
 	Send(msgs []Message)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -121,6 +122,11 @@ func (c *NodeConfig) Validate() error {
 	}
 	if c.Raft.Logger == nil {
 		c.Raft.Logger = c.Logger
+	}
+	if c.Raft.Rand == nil {
+		// Nodes restarted together must not draw the same election
+		// timeouts run after run; tests that want replays pass their own.
+		c.Raft.Rand = rand.New(rand.NewSource(c.Now().UnixNano() ^ int64(c.Raft.ID)<<32))
 	}
 	if err := c.Raft.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("raft: %w", err))

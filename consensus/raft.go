@@ -683,6 +683,12 @@ func (r *Raft) handleAppendResp(m Message, pr *progress) {
 		return
 	}
 	if !pr.maybeUpdate(m.Index) {
+		// A repeated answer for what we already know: a probe it answers
+		// must not leave the follower paused until the next heartbeat.
+		if pr.state == probing && m.Index == pr.next-1 {
+			pr.probeSent = false
+			r.sendAppend(m.From, false)
+		}
 		return
 	}
 	switch pr.state {
