@@ -1,0 +1,123 @@
+package rpc
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// newHandle returns the msgpack handle every connection uses. A Handle is
+// read-only once in use; each Server, Client and transport makes its own so
+// no package-level state is shared.
+func newHandle() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.WriteExt = true // []byte as msgpack bin, strings as str
+	h.RawToString = false
+	// Caps the first allocation a length prefix can cause; larger
+	// collections grow as their elements actually arrive.
+	h.MaxInitLen = 4096
+	h.MaxDepth = 64
+	return h
+}
+
+// codecs hands out msgpack encoders (with a scratch buffer) and decoders
+// for goroutines that encode or decode outside a connection's reader.
+type codecs struct {
+	h    *codec.MsgpackHandle
+	pool sync.Pool // of *encState
+	decs sync.Pool // of *decoder
+}
+
+type encState struct {
+	enc *codec.Encoder
+	buf []byte
+}
+
+func newCodecs() *codecs {
+	h := newHandle()
+	p := &codecs{h: h}
+	p.pool.New = func() any {
+		s := &encState{buf: make([]byte, 0, 512)}
+		s.enc = codec.NewEncoderBytes(&s.buf, h)
+		return s
+	}
+	p.decs.New = func() any { return newDecoder(h) }
+	return p
+}
+
+func (p *codecs) getDecoder() *decoder  { return p.decs.Get().(*decoder) }
+func (p *codecs) putDecoder(d *decoder) { p.decs.Put(d) }
+
+// encode encodes v (nil: an empty body) and returns the state holding the
+// result in s.buf; release it with put.
+func (p *codecs) encode(v any) (*encState, error) {
+	s := p.pool.Get().(*encState)
+	s.buf = s.buf[:0]
+	if v == nil {
+		return s, nil
+	}
+	s.enc.ResetBytes(&s.buf)
+	if err := safeEncode(s.enc, v); err != nil {
+		p.put(s)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (p *codecs) put(s *encState) {
+	if cap(s.buf) > 256<<10 {
+		s.buf = make([]byte, 0, 512) // don't keep a huge buffer pinned
+	}
+	p.pool.Put(s)
+}
+
+// safeEncode turns a panic inside the codec into an error.
+func safeEncode(enc *codec.Encoder, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("encoding %T: panic: %v", v, r)
+		}
+	}()
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("encoding %T: %w", v, err)
+	}
+	return nil
+}
+
+// decoder decodes bodies; one per reading goroutine.
+type decoder struct {
+	dec *codec.Decoder
+}
+
+func newDecoder(h *codec.MsgpackHandle) *decoder {
+	return &decoder{dec: codec.NewDecoderBytes([]byte{}, h)}
+}
+
+// decode decodes body into v, which must be a fresh (zero) value: the codec
+// reuses the backing arrays of slices it finds, and decoded data must never
+// alias a read buffer. It never panics; trailing bytes are an error.
+func (d *decoder) decode(body []byte, v any) (err error) {
+	if v == nil {
+		if len(body) != 0 {
+			return fmt.Errorf("%w: %d unexpected body bytes", ErrProtocol, len(body))
+		}
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("decoding %T: panic: %v", v, r)
+		}
+	}()
+	if len(body) == 0 {
+		return nil // an empty body is the zero value (a nil request or response)
+	}
+	d.dec.ResetBytes(body)
+	if err := d.dec.Decode(v); err != nil {
+		return fmt.Errorf("decoding %T: %w", v, err)
+	}
+	if n := d.dec.NumBytesRead(); n != len(body) {
+		return fmt.Errorf("decoding %T: %d trailing bytes after %d", v, len(body)-n, n)
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+// Package rpc is lockd's wire protocol: length-prefixed msgpack frames over
+// TCP (optionally TLS), multiplexed unary calls, one-way notifications and
+// flow-controlled streams, and on top of them the Raft peer transport
+// (PeerTransport) that carries consensus messages and snapshots.
+//
+// # Frames
+//
+// Every frame is a 16-byte header (body length, frame type, flags, method,
+// call or stream id; see Header) and a msgpack body. A connection opens
+// with a handshake: the client's Hello carries a magic string, the range of
+// protocol versions it speaks, the cluster id and its limits; the server
+// answers HelloAck (the version chosen and its own limits) or an Error
+// frame saying why it refuses, and logs the refusal. Requests carry the
+// time left until the caller's deadline, so the handler's context expires
+// with the caller's; a Cancel frame cancels it early.
+//
+// # Invariants
+//
+//  1. Input from the network never panics the process and never makes it
+//     allocate more than the frame limit per frame: a header is checked
+//     before its body is read, large bodies are read as they arrive, and
+//     msgpack decoding is bounded (MaxInitLen, MaxDepth) with panics caught.
+//  2. A framing error (unknown frame type, bad header, oversized, truncated
+//     or undecodable frame) gets a connection-level Error frame and closes
+//     that connection only; a request error (unknown method, handler error,
+//     too many calls) is answered and the connection stays.
+//  3. Every connection has exactly one reader goroutine, which never waits
+//     on a slow consumer: responses go to buffered channels, stream
+//     messages to a queue whose capacity is the window the peer was given;
+//     a peer that sends beyond its credit breaks the protocol.
+//  4. Everything queued is bounded: writes (WriteQueueBytes, then senders
+//     wait), calls per connection (MaxConcurrentCalls), connections
+//     (MaxConns), stream messages (StreamWindow), and each peer queue of
+//     the transport (drop on overflow, counted).
+//  5. Every pending call ends exactly once: with its answer, its context's
+//     error (after a Cancel frame is sent), or the connection's death.
+//  6. Decoded values never alias a read buffer: bodies are decoded into
+//     fresh values, and stream messages are copied out of the reader.
+//  7. Errors cross the wire as (code, message); an ErrorTable maps codes to
+//     sentinels on both sides, so errors.Is works for the caller.
+//  8. Every goroutine is joined by Close (Server, Client, PeerTransport).
+//
+// This package may import consensus (for its message types), go-msgpack,
+// hclog and the standard library; it must never import server, fsm or
+// store.
+package rpc
