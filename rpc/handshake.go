@@ -53,8 +53,8 @@ type handshakeError struct {
 	err  error
 }
 
-func (e *handshakeError) Error() string  { return e.err.Error() }
-func (e *handshakeError) Unwrap() error  { return e.err }
+func (e *handshakeError) Error() string { return e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
 func (e *handshakeError) RPCCode() Code { return e.code }
 
 func refuse(code Code, sentinel error, format string, args ...any) *handshakeError {
