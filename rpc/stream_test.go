@@ -233,3 +233,27 @@ func TestStreamCancelReachesTheHandler(t *testing.T) {
 		})
 	}
 }
+
+func TestStreamSenderBeyondItsCreditIsCutOff(t *testing.T) {
+	ss := newStreamServer(t, 4)
+	addr := startServer(t, ss.srv)
+	nc, fr := rawClient(t, addr, true)
+	nc.Write(appendFrame(nil, Header{Type: FrameRequest, Flags: FlagStream, Method: mStreamWait, ID: 1}, []byte{0}))
+	<-ss.handlerC
+	// The handler never reads: the window of 4 fills, the 5th breaks the rules.
+	for i := range 5 {
+		nc.Write(appendFrame(nil, Header{Type: FrameStreamData, ID: 1}, []byte{0x80 | 0, byte(i)}[:1]))
+	}
+	expectConnError(t, fr, CodeProtocol)
+	// Other clients are served.
+	c := newTestClient(t, addr, nil)
+	st, err := c.Stream(ctxTimeout(t, 5*time.Second), mPush, &pushReq{N: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var it item
+	if err := st.Recv(&it); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -225,7 +225,7 @@ func TestTransportRejectsBadMessages(t *testing.T) {
 	var ents []wireEntry
 	for _, m := range []consensus.Message{
 		{Type: consensus.MsgApp, From: 1, To: 2, Entries: good},
-		{Type: consensus.MsgApp, From: 1, To: 2, Entries: corrupt},          // checksum
+		{Type: consensus.MsgApp, From: 1, To: 2, Entries: corrupt},            // checksum
 		{Type: consensus.MsgApp, From: 1, To: 2, PrevIndex: 5, Entries: good}, // not contiguous after PrevIndex
 		{Type: consensus.MsgVote, From: 1, To: 3},                             // not for this node
 		{Type: consensus.MsgVote, From: 4, To: 2},                             // From differs from the connection's node
