@@ -116,3 +116,5 @@ type echoResp struct {
 }
 
 var errTestUser = errors.New("user error for tests")
+
+func listenOn(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
