@@ -76,11 +76,13 @@ func (cc *clientConn) lookup(id uint64) *call {
 func (cc *clientConn) acquireSlot(ctx context.Context) error {
 	select {
 	case cc.slots <- struct{}{}:
+		cc.w.inflight.Add(1)
 		return nil
 	default:
 	}
 	select {
 	case cc.slots <- struct{}{}:
+		cc.w.inflight.Add(1)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -89,7 +91,10 @@ func (cc *clientConn) acquireSlot(ctx context.Context) error {
 	}
 }
 
-func (cc *clientConn) releaseSlot() { <-cc.slots }
+func (cc *clientConn) releaseSlot() {
+	cc.w.inflight.Add(-1)
+	<-cc.slots
+}
 
 // connErr is what calls get once the connection died.
 func (cc *clientConn) connErr() error {

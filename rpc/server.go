@@ -144,7 +144,8 @@ type Server struct {
 	conns     map[*serverConn]struct{}
 	closed    bool
 
-	wg sync.WaitGroup // accept loops and connection goroutines
+	wg      sync.WaitGroup // accept loops, connection goroutines and workers
+	workers workers
 
 	// refusedLog rate-limits log lines about connections refused for
 	// MaxConns.
@@ -157,10 +158,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("rpc server config: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		cfg: cfg, codecs: newCodecs(), logger: cfg.Logger, ctx: ctx, cancel: cancel,
 		methods: map[Method]*methodDesc{}, listeners: map[net.Listener]struct{}{}, conns: map[*serverConn]struct{}{},
-	}, nil
+	}
+	s.workers = workers{tasks: make(chan func()), done: ctx.Done(), wg: &s.wg}
+	return s, nil
 }
 
 func (s *Server) register(m Method, d *methodDesc) error {

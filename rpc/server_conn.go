@@ -314,8 +314,9 @@ func (sc *serverConn) onRequest(h Header, body []byte) error {
 	}
 	sc.active[h.ID] = ac
 	sc.mu.Unlock()
+	sc.w.inflight.Add(1)
 	sc.handlers.Add(1)
-	go sc.run(ctx, h, d, req, ac, oneway)
+	sc.srv.workers.run(func() { sc.run(ctx, h, d, req, ac, oneway) })
 	return nil
 }
 
@@ -339,6 +340,7 @@ func (sc *serverConn) run(ctx context.Context, h Header, d *methodDesc, req any,
 	canceled := ac.canceled
 	sc.mu.Unlock()
 	ac.cancel()
+	defer sc.w.inflight.Add(-1)
 	if canceled || oneway {
 		return
 	}

@@ -3,7 +3,9 @@ package rpc
 import (
 	"context"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +26,12 @@ type frameWriter struct {
 	done         <-chan struct{}
 
 	wake chan struct{} // cap 1: work for the flusher goroutine
+
+	// inflight counts calls in progress on the connection (kept by its
+	// owner): with more than one, writes go through the flusher so that
+	// concurrent answers share a system call; with one, the writer writes
+	// at once, which keeps a lone round trip short.
+	inflight atomic.Int32
 
 	mu       sync.Mutex // protects everything below
 	buf      []byte     // frames waiting to be written
@@ -75,6 +83,16 @@ func (w *frameWriter) write(ctx context.Context, h Header, prefix, body []byte) 
 		return nil
 	}
 	w.flushing = true
+	if w.inflight.Load() > 1 {
+		// Others are about to write too: let the flusher take them all in
+		// one write instead of a system call each.
+		w.mu.Unlock()
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+		return nil
+	}
 	out := w.takeLocked()
 	w.mu.Unlock()
 
@@ -179,6 +197,9 @@ func (w *frameWriter) run() {
 		case <-w.done:
 			return
 		}
+		// Let goroutines that are about to queue frames run first, so that
+		// one write carries them all.
+		runtime.Gosched()
 		for {
 			w.mu.Lock()
 			if len(w.buf) == 0 || w.err != nil {
