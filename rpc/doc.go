@@ -40,6 +40,44 @@
 //     sentinels on both sides, so errors.Is works for the caller.
 //  8. Every goroutine is joined by Close (Server, Client, PeerTransport).
 //
+// # Flow control
+//
+// Unary calls: a client never has more calls in flight on a connection
+// than the server's MaxConcurrentCalls (it learns the number in the
+// handshake and waits for a slot); a client that ignores it is answered
+// ErrOverloaded. Writes go through a per-connection queue of at most
+// WriteQueueBytes; past it, writers wait (the peer's TCP window is the
+// ultimate brake) and a write that makes no progress for WriteTimeout
+// kills the connection.
+//
+// Streams: each side announces a window W (messages) in the handshake. A
+// sender starts with W credits, spends one per message and waits when it
+// has none; the receiver queues at most W messages and grants credit back
+// (a Credit frame) each time its application has consumed W/2 of them. A
+// slow reader therefore stops its sender; nothing buffers without bound.
+//
+// # Peer transport
+//
+// Each peer gets two lanes, each with its own bounded queue, goroutine and
+// TCP connection: the bulk lane carries MsgApp, the priority lane
+// everything else (heartbeats, votes, pre-votes, TimeoutNow, responses,
+// ReadIndex). A heartbeat never waits behind megabytes of appends in a
+// socket buffer. A lane goroutine takes everything queued (up to
+// MaxBatchBytes) and sends it as one one-way frame; the receiver decodes
+// and checks it at the gateway (types, addressing, contiguity, every
+// entry's checksum) and steps each message, in order, on the connection's
+// reader goroutine. Snapshots stream in chunks over a third connection,
+// ending with a trailer (size and CRC-32C); the receiving sink is
+// committed only if both match, and cancelled otherwise.
+//
+// # Goroutines
+//
+// Server: one accept loop per listener; per connection a reader (which
+// owns the connection's life) and a flusher; handler workers, reused
+// across calls and bounded by the calls in progress; an idle timer.
+// Client: per connection a reader and a flusher. PeerTransport: one
+// goroutine per peer and lane. Close joins them all.
+//
 // This package may import consensus (for its message types), go-msgpack,
 // hclog and the standard library; it must never import server, fsm or
 // store.
