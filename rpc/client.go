@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -383,6 +384,21 @@ func (c *Client) Notify(ctx context.Context, m Method, req any) error {
 		return err
 	}
 	return cc.notify(ctx, m, req)
+}
+
+// notifyEncoded is Notify for a body the caller encoded itself (with
+// its own long-lived encoder, which keeps its grown buffer).
+func (c *Client) notifyEncoded(ctx context.Context, m Method, body []byte) error {
+	cc, err := c.conn(ctx)
+	if err != nil {
+		return err
+	}
+	var pbuf [binary.MaxVarintLen64]byte
+	prefix := deadlinePrefix(ctx, pbuf[:])
+	if n := len(prefix) + len(body); n > cc.peerMaxFrame {
+		return cc.wrap(m, fmt.Errorf("%w: request of %d bytes exceeds the server's %d-byte limit", ErrFrameTooLarge, n, cc.peerMaxFrame))
+	}
+	return cc.wrap(m, cc.w.write(ctx, Header{Type: FrameRequest, Flags: FlagOneway, Method: m, ID: cc.nextID.Add(1)}, prefix, body))
 }
 
 // Stream opens a stream to method m with req as its request. The stream

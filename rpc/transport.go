@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/lockd/lockd/consensus"
 )
 
@@ -302,6 +303,9 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 	batch := make([]consensus.Message, 0, maxBatchMessages)
 	var wb wireBatch
 	var ents []wireEntry
+	// The lane's own encoder: its buffer keeps the size of a large batch.
+	buf := make([]byte, 0, 64<<10)
+	enc := codec.NewEncoderBytes(&buf, newHandle())
 	for {
 		select {
 		case m := <-l.q:
@@ -326,9 +330,17 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 		for i := range batch {
 			wb.Msgs, ents = appendWire(wb.Msgs, ents, &batch[i])
 		}
-		ctx, cancel := context.WithTimeout(t.ctx, t.cfg.SendTimeout)
-		err := l.client.Notify(ctx, MethodRaftMessages, &wb)
-		cancel()
+		buf = buf[:0]
+		enc.ResetBytes(&buf)
+		err := safeEncode(enc, &wb)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(t.ctx, t.cfg.SendTimeout)
+			err = l.client.notifyEncoded(ctx, MethodRaftMessages, buf)
+			cancel()
+		}
+		if cap(buf) > 4*t.cfg.MaxBatchBytes {
+			buf = make([]byte, 0, 64<<10) // one huge entry; don't keep its buffer
+		}
 		if err != nil {
 			t.drop(len(batch), p.id, err.Error())
 		} else {
