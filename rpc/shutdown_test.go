@@ -1,0 +1,101 @@
+package rpc
+
+import (
+	"errors"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/lockd/lockd/consensus"
+)
+
+// Close of every part while each of its goroutines is busy: blocked
+// handlers, a stream stopped by flow control, a client waiting for a
+// slot, transport lanes with full queues. Everything returns, and no
+// goroutine is left behind.
+func TestCloseWhileBusy(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		ss := newStreamServer(t, 4)
+		cs := newCallServer(t, func(c *ServerConfig) { c.MaxConcurrentCalls = 8 })
+		addrS := startServer(t, ss.srv)
+		addrC := startServer(t, cs.srv)
+		c := newTestClient(t, addrC, func(c *ClientConfig) { c.PoolSize = 1 })
+		cStream := newTestClient(t, addrS, func(c *ClientConfig) { c.StreamWindow = 2 })
+		ctx := ctxTimeout(t, 20*time.Second)
+
+		errc := make(chan error, 20)
+		for range 12 { // 8 run and block, 4 wait for a slot
+			go func() { errc <- c.Call(ctx, mBlock, &echoReq{}, nil) }()
+		}
+		for range 8 {
+			<-cs.started
+		}
+		st, err := cStream.Stream(ctx, mPush, &pushReq{N: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "the stream to stall", func() bool { return ss.sent.Load() == 2 })
+
+		nodes := newTestNodes(t, 2, func(c *PeerTransportConfig) { c.QueueSize = 16 })
+		for i := range 200 {
+			nodes[0].tr.Send([]consensus.Message{{Type: consensus.MsgApp, From: 1, To: 2, PrevIndex: consensus.Index(i), Entries: entries(consensus.Index(i)+1, consensus.Index(i)+2, 1000)}})
+		}
+
+		done := make(chan struct{})
+		go func() {
+			cs.srv.Close()
+			ss.srv.Close()
+			nodes[0].tr.Close()
+			nodes[1].tr.Close()
+			nodes[0].srv.Close()
+			nodes[1].srv.Close()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close did not return while busy")
+		}
+		for range 12 {
+			if err := <-errc; err == nil {
+				t.Error("a call cut by shutdown succeeded")
+			}
+		}
+		var it item
+		for {
+			if err := st.Recv(&it); err != nil {
+				if !errors.Is(err, ErrShuttingDown) && !errors.Is(err, ErrConnClosed) {
+					t.Errorf("stream ended with %v", err)
+				}
+				break
+			}
+		}
+		st.Close()
+		c.Close()
+		cStream.Close()
+	}()
+	waitFor(t, 10*time.Second, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= before+2 })
+}
+
+func TestClientCloseFailsCallsInFlight(t *testing.T) {
+	cs := newCallServer(t, nil)
+	c := newTestClient(t, startServer(t, cs.srv), nil)
+	ctx := ctxTimeout(t, 10*time.Second)
+	errc := make(chan error, 4)
+	for range 4 {
+		go func() { errc <- c.Call(ctx, mBlock, &echoReq{}, nil) }()
+	}
+	for range 4 {
+		<-cs.started
+	}
+	c.Close()
+	for range 4 {
+		if err := <-errc; !errors.Is(err, ErrConnClosed) || !errors.Is(err, ErrClosed) {
+			t.Fatalf("got %v", err)
+		}
+	}
+	if err := c.Call(ctx, mEcho, &echoReq{}, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("call after Close: %v", err)
+	}
+}
