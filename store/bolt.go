@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -153,33 +154,53 @@ func open(dir string, opts Options, bopts func(Options) *bolt.Options, verify bo
 	if err != nil {
 		return nil, err
 	}
-	s, err := openLocked(dir, opts, bopts, lock)
+	path := filepath.Join(dir, DBFileName)
+	_, statErr := os.Stat(path)
+	exists := statErr == nil
+	start := time.Now()
+	var sum summary
+	if verify && exists {
+		if sum, err = verifyFile(path, opts, bopts); err != nil {
+			lock.unlock()
+			return nil, err
+		}
+	}
+	s, err := openLocked(dir, path, !exists, opts, bopts, lock)
 	if err != nil {
 		lock.unlock()
 		return nil, err
 	}
 	if verify {
-		start := time.Now()
-		sum, err := s.verify()
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
 		s.logger.Info("raft store opened", "path", s.path, "first_index", sum.first, "last_index", sum.last,
-			"term", sum.hs.Term, "vote", sum.hs.Vote, "commit", sum.hs.Commit, "verify_time", time.Since(start))
+			"term", sum.hs.Term, "vote", sum.hs.Vote, "commit", sum.hs.Commit, "took", time.Since(start))
 	}
 	return s, nil
 }
 
-func openLocked(dir string, opts Options, bopts func(Options) *bolt.Options, lock *dirLock) (*BoltStore, error) {
-	path := filepath.Join(dir, DBFileName)
-	_, statErr := os.Stat(path)
-	created := errors.Is(statErr, os.ErrNotExist)
+// verifyFile verifies the file through a read-only handle, before bbolt
+// opens it for writing. The read-write open walks every page in a
+// goroutine of bbolt's own (to rebuild the freelist), where a wild offset
+// in a corrupt page is a memory fault that nothing can recover; verify
+// reads every key and value first, in this goroutine, where such a fault
+// becomes a *CorruptError.
+func verifyFile(path string, opts Options, bopts func(Options) *bolt.Options) (summary, error) {
+	bo := bopts(opts)
+	bo.ReadOnly = true
+	db, err := openBolt(path, bo)
+	if err != nil {
+		return summary{}, err
+	}
+	defer db.Close()
+	s := &BoltStore{path: path, logger: opts.Logger, h: newHandle(), db: db}
+	return s.verify()
+}
+
+func openLocked(dir, path string, create bool, opts Options, bopts func(Options) *bolt.Options, lock *dirLock) (*BoltStore, error) {
 	db, err := openBolt(path, bopts(opts))
 	if err != nil {
 		return nil, err
 	}
-	if created {
+	if create {
 		// bbolt syncs the new file's contents but not its directory entry.
 		if err := syncDir(dir); err != nil {
 			db.Close()
@@ -197,11 +218,24 @@ func openLocked(dir string, opts Options, bopts func(Options) *bolt.Options, loc
 
 // openBolt opens the file. bbolt panics on some corrupt pages (it walks
 // the whole tree at open to rebuild the freelist); a panic here is a
-// corrupt file, reported like one.
+// corrupt file, reported like one. bbolt does not clean up after its own
+// panic, so the file it opened is captured and released here. Its mapping
+// of the file stays behind (address space only; the process is about to
+// refuse to start).
 func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	var file *os.File
+	opts.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, &CorruptError{Path: path, What: "bbolt could not open the file", Err: fmt.Errorf("%v", r)}
+			if file != nil {
+				releaseFile(file)
+			}
+			db, err = nil, &CorruptError{Path: path, What: "bbolt could not open the file", Err: panicError(r)}
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, opts)
@@ -249,7 +283,7 @@ func (s *BoltStore) checkFormat(v []byte) error {
 	f, ok := keyIndex(v)
 	switch {
 	case !ok:
-		return &CorruptError{Path: s.path, What: fmt.Sprintf("format record %x is not 8 bytes", v)}
+		return &CorruptError{Path: s.path, What: fmt.Sprintf("format record %s is not 8 bytes", shortHex(v))}
 	case f > formatVersion:
 		return fmt.Errorf("%s has store format %d, newer than this lockd's %d: run a newer lockd", s.path, f, formatVersion)
 	case f != formatVersion:

@@ -58,12 +58,12 @@ func (s *BoltStore) bounds(tx *bolt.Tx) (first, last consensus.Index, err error)
 	}
 	first, ok := keyIndex(k)
 	if !ok {
-		return 0, 0, &CorruptError{Path: s.path, What: fmt.Sprintf("log key %x is %d bytes, want 8", k, len(k))}
+		return 0, 0, badKeyError(s.path, k)
 	}
 	k, _ = c.Last()
 	last, ok = keyIndex(k)
 	if !ok {
-		return 0, 0, &CorruptError{Path: s.path, What: fmt.Sprintf("log key %x is %d bytes, want 8", k, len(k))}
+		return 0, 0, badKeyError(s.path, k)
 	}
 	return first, last, nil
 }
@@ -252,7 +252,7 @@ func (s *BoltStore) putEntries(tx *bolt.Tx, ents []consensus.Entry) error {
 			}
 			for _, k := range stale {
 				if err := b.Delete(k); err != nil {
-					return fmt.Errorf("deleting stale entry %x: %w", k, err)
+					return fmt.Errorf("deleting stale entry %s: %w", shortHex(k), err)
 				}
 			}
 		}
@@ -283,7 +283,7 @@ func (s *BoltStore) DeletePrefix(index consensus.Index) error {
 		for k, _ := c.First(); k != nil; k, _ = c.First() {
 			i, ok := keyIndex(k)
 			if !ok {
-				return &CorruptError{Path: s.path, What: fmt.Sprintf("log key %x is %d bytes, want 8", k, len(k))}
+				return badKeyError(s.path, k)
 			}
 			if i > index {
 				break

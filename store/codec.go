@@ -60,6 +60,29 @@ func keyIndex(k []byte) (consensus.Index, bool) {
 	return consensus.Index(binary.BigEndian.Uint64(k)), true
 }
 
+// badKeyError reports a log key that is not an index.
+func badKeyError(path string, k []byte) *CorruptError {
+	return &CorruptError{Path: path, What: fmt.Sprintf("log key %s is %d bytes, want 8", shortHex(k), len(k))}
+}
+
+// shortHex prints at most 16 bytes of b: a corrupt length can make a key
+// or value megabytes long, and an error message must stay one line.
+func shortHex(b []byte) string {
+	if len(b) <= 16 {
+		return fmt.Sprintf("%x", b)
+	}
+	return fmt.Sprintf("%x...", b[:16])
+}
+
+// panicError turns a recovered panic into an error of bounded length.
+func panicError(r any) error {
+	msg := fmt.Sprint(r)
+	if len(msg) > 512 {
+		msg = msg[:512] + "..."
+	}
+	return errors.New(msg)
+}
+
 // encodeEntry encodes e into a new slice (bbolt keeps the value slice until
 // the transaction ends, so values are not reused).
 func encodeEntry(enc *codec.Encoder, e *consensus.Entry) ([]byte, error) {
@@ -81,7 +104,7 @@ func encodeEntry(enc *codec.Encoder, e *consensus.Entry) ([]byte, error) {
 func decodeEntry(dec *codec.Decoder, key, val []byte) (consensus.Entry, error) {
 	idx, ok := keyIndex(key)
 	if !ok {
-		return consensus.Entry{}, &CorruptError{What: fmt.Sprintf("log key %x is %d bytes, want 8", key, len(key))}
+		return consensus.Entry{}, badKeyError("", key)
 	}
 	var rec entryRecord // zero: the decoder would otherwise fill an old Data in place
 	if err := decodeValue(dec, val, &rec); err != nil {
@@ -110,7 +133,7 @@ func decodeEntry(dec *codec.Decoder, key, val []byte) (consensus.Entry, error) {
 func decodeValue(dec *codec.Decoder, val []byte, v any) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("decoder panicked: %v", r)
+			err = fmt.Errorf("decoder panicked: %w", panicError(r))
 		}
 	}()
 	dec.ResetBytes(val)

@@ -4,6 +4,7 @@ package store
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 )
 
@@ -16,3 +17,5 @@ func lockDir(dir string) (*dirLock, error) {
 }
 
 func (l *dirLock) unlock() error { return nil }
+
+func releaseFile(f *os.File) { f.Close() }

@@ -73,3 +73,11 @@ func (l *dirLock) unlock() error {
 	}
 	return nil
 }
+
+// releaseFile drops any flock on f and closes it. Closing alone is not
+// enough when the file is also mapped: the mapping keeps the open file
+// description, and with it the lock, alive.
+func releaseFile(f *os.File) {
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	f.Close()
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"runtime/debug"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	bolt "go.etcd.io/bbolt"
@@ -28,13 +29,26 @@ func (s *BoltStore) Verify() error {
 
 func (s *BoltStore) verify() (sum summary, err error) {
 	err = s.view(func(tx *bolt.Tx) (err error) {
-		// bbolt panics on some malformed pages; here that is corruption to
-		// report, not a reason to crash.
+		// bbolt panics on some malformed pages, and a corrupt offset in a
+		// page makes it read outside the mapping. Both are corruption to
+		// report here, not a reason to crash: SetPanicOnFault turns a fault
+		// in this goroutine into a panic that can be recovered.
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		defer func() {
 			if r := recover(); r != nil {
-				err = &CorruptError{Path: s.path, What: "bbolt failed reading the file", Err: fmt.Errorf("%v", r)}
+				err = &CorruptError{Path: s.path, What: "bbolt failed reading the file", Err: panicError(r)}
 			}
 		}()
+		logB, stable, meta := tx.Bucket(bucketLog), tx.Bucket(bucketStable), tx.Bucket(bucketMeta)
+		if logB == nil && stable == nil && meta == nil {
+			return nil // created, but the process died before the buckets were
+		}
+		if logB == nil || stable == nil || meta == nil {
+			return &CorruptError{Path: s.path, What: fmt.Sprintf("a bucket is missing (log %v, stable %v, meta %v)", logB != nil, stable != nil, meta != nil)}
+		}
+		if err := s.checkFormat(meta.Get(keyFormat)); err != nil {
+			return err
+		}
 		if sum.hs, err = s.readHardState(tx); err != nil {
 			return err
 		}
@@ -58,7 +72,7 @@ func (s *BoltStore) verifyLog(tx *bolt.Tx) (first, last consensus.Index, err err
 			// The log may start anywhere: compaction removes its front.
 			idx, ok := keyIndex(k)
 			if !ok {
-				return 0, 0, &CorruptError{Path: s.path, What: fmt.Sprintf("log key %x is %d bytes, want 8", k, len(k))}
+				return 0, 0, badKeyError(s.path, k)
 			}
 			want, first = idx, idx
 		}
