@@ -14,9 +14,10 @@ func newHandle() *codec.MsgpackHandle {
 	h := &codec.MsgpackHandle{}
 	h.WriteExt = true // []byte as msgpack bin, strings as str
 	h.RawToString = false
-	// Caps the first allocation a length prefix can cause; larger
-	// collections grow as their elements actually arrive.
-	h.MaxInitLen = 4096
+	// MaxInitLen stays at the codec's default, which caps the first
+	// allocation a length prefix can cause at about 256 KiB; a collection
+	// claiming more grows only as its elements actually arrive. (A small
+	// cap makes every large bin value grow in quadratic copies.)
 	h.MaxDepth = 64
 	return h
 }

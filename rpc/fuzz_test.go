@@ -20,7 +20,7 @@ func fuzzSeedFrames(t testing.TB) [][]byte {
 		return bytes.Clone(es.buf)
 	}
 	var wb wireBatch
-	var ents []wireEntry
+	var ents []byte
 	m := consensus.Message{Type: consensus.MsgApp, From: 1, To: 2, Term: 3, Entries: entries(1, 3, 8)}
 	wb.From = 1
 	wb.Msgs, ents = appendWire(wb.Msgs, ents, &m)
@@ -89,7 +89,7 @@ func FuzzFrameDecoder(f *testing.F) {
 					continue
 				}
 				var wb wireBatch
-				if dec.decode(body[n:], &wb) == nil {
+				if wb.checkBody(body[n:]) == nil && dec.decode(body[n:], &wb) == nil {
 					for i := range wb.Msgs {
 						_, _ = wb.Msgs[i].toMessage()
 					}

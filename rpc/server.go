@@ -123,6 +123,8 @@ type methodDesc struct {
 	kind   int
 	inline bool
 	newReq func() any
+	// check, if set, vets a request body before it is decoded.
+	check  func(body []byte) error
 	unary  func(ctx context.Context, req any) (any, error)
 	stream func(ctx context.Context, req any, s *ServerStream) error
 }
@@ -206,10 +208,19 @@ func Handle[Req, Resp any](s *Server, m Method, name string, h func(ctx context.
 			return resp, nil
 		},
 	}
+	if bc, ok := any(new(Req)).(bodyChecker); ok {
+		d.check = bc.checkBody
+	}
 	for _, o := range opts {
 		o(d)
 	}
 	return s.register(m, d)
+}
+
+// bodyChecker is implemented by request types of this package that vet
+// their encoded form before decoding (to bound what decoding allocates).
+type bodyChecker interface {
+	checkBody(body []byte) error
 }
 
 // HandleStream registers a stream method. The handler gets the decoded

@@ -281,6 +281,11 @@ func (sc *serverConn) onRequest(h Header, body []byte) error {
 	if isStream != (d.kind == kindStream) {
 		return answer(fmt.Errorf("%w: method %s called as a stream %v, is a stream %v", ErrBadRequest, d.name, isStream, d.kind == kindStream))
 	}
+	if d.check != nil {
+		if err := d.check(payload); err != nil {
+			return fmt.Errorf("%w: request %d for %s: %w", ErrProtocol, h.ID, d.name, err)
+		}
+	}
 	req := d.newReq()
 	if err := sc.dec.decode(payload, req); err != nil {
 		return fmt.Errorf("%w: request %d for %s: undecodable body: %w", ErrProtocol, h.ID, d.name, err)

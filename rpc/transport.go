@@ -302,7 +302,7 @@ func (p *peer) close() {
 func (t *PeerTransport) runLane(p *peer, l *lane) {
 	batch := make([]consensus.Message, 0, maxBatchMessages)
 	var wb wireBatch
-	var ents []wireEntry
+	var blocks []byte
 	// The lane's own encoder: its buffer keeps the size of a large batch.
 	buf := make([]byte, 0, 64<<10)
 	enc := codec.NewEncoderBytes(&buf, newHandle())
@@ -326,9 +326,9 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 		}
 		wb.From = uint64(t.cfg.ID)
 		wb.Msgs = wb.Msgs[:0]
-		ents = ents[:0]
+		blocks = blocks[:0]
 		for i := range batch {
-			wb.Msgs, ents = appendWire(wb.Msgs, ents, &batch[i])
+			wb.Msgs, blocks = appendWire(wb.Msgs, blocks, &batch[i])
 		}
 		buf = buf[:0]
 		enc.ResetBytes(&buf)
@@ -349,8 +349,10 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 		// Let go of the entries: they may be large.
 		clear(batch)
 		batch = batch[:0]
-		clear(ents)
 		clear(wb.Msgs)
+		if cap(blocks) > 4*t.cfg.MaxBatchBytes {
+			blocks = nil
+		}
 	}
 }
 

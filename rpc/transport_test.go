@@ -222,7 +222,7 @@ func TestTransportRejectsBadMessages(t *testing.T) {
 	corrupt[1].Data = []byte("tampered")
 	var wb wireBatch
 	wb.From = 1
-	var ents []wireEntry
+	var ents []byte
 	for _, m := range []consensus.Message{
 		{Type: consensus.MsgApp, From: 1, To: 2, Entries: good},
 		{Type: consensus.MsgApp, From: 1, To: 2, Entries: corrupt},            // checksum
@@ -382,3 +382,49 @@ func TestSnapshotFailuresCancelTheSink(t *testing.T) {
 }
 
 var _ io.Reader = (*failingReader)(nil)
+
+// A batch body of nils would decode to a hundred times its size; the
+// receiver counts the messages before decoding and cuts such a peer off.
+func TestRaftBatchOfNilsIsRefusedBeforeDecoding(t *testing.T) {
+	nodes := newTestNodes(t, 1, nil)
+	nc, fr := rawClient(t, nodes[0].addr, true)
+	body := []byte{0, 0x92, 0x01, 0xdd, 0x00, 0x01, 0x00, 0x00} // [1, array of 65536 ...]
+	body = append(body, bytes.Repeat([]byte{0xc0}, 1<<16)...)
+	nc.Write(appendFrame(nil, Header{Type: FrameRequest, Flags: FlagOneway, Method: MethodRaftMessages, ID: 1}, body))
+	expectConnError(t, fr, CodeProtocol)
+
+	// Batches up to the limit pass the check, in every integer encoding
+	// of the sender id.
+	cds := newCodecs()
+	for _, from := range []uint64{1, 200, 70000, 1 << 40} {
+		wb := wireBatch{From: from, Msgs: make([]wireMessage, maxWireMessages)}
+		es, err := cds.encode(&wb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := (*wireBatch)(nil).checkBody(es.buf); err != nil {
+			t.Fatalf("from %d: %v", from, err)
+		}
+	}
+	es, _ := cds.encode(&wireBatch{From: 1})
+	if err := (*wireBatch)(nil).checkBody(es.buf); err != nil {
+		t.Fatalf("empty batch: %v", err)
+	}
+}
+
+func TestEntryBlockRejectsMalformedInput(t *testing.T) {
+	ents := entries(5, 8, 30)
+	block := appendEntryBlock(nil, ents)
+	got, err := parseEntryBlock(block, 5)
+	if err != nil || len(got) != 3 || string(got[2].Data) != string(ents[2].Data) || cap(got[0].Data) != 30 {
+		t.Fatalf("round trip: %v %+v", err, got)
+	}
+	for _, bad := range [][]byte{block[:10], block[:len(block)-1], append(bytes.Clone(block), 1)} {
+		if _, err := parseEntryBlock(bad, 5); err == nil {
+			t.Errorf("malformed block of %d bytes accepted", len(bad))
+		}
+	}
+	if _, err := parseEntryBlock(block, 6); err == nil {
+		t.Error("entries at the wrong index accepted (checksums cover the index)")
+	}
+}
