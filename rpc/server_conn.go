@@ -10,7 +10,6 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -27,13 +26,18 @@ type serverConn struct {
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // protects raw, up, active
+	mu     sync.Mutex // protects raw, up, active, frames, idleSeen, idleClosed
 	raw    net.Conn   // the accepted socket, until the handshake is done
 	up     bool       // handshake done; conn is initialized
 	active map[uint64]*activeCall
+	// The idle check and the reader agree under mu: a frame is either
+	// counted before the check (no idle close) or sees idleClosed and is
+	// discarded, so no request is handled once the connection was declared
+	// idle, and a client may safely retry what it had sent.
+	frames     uint64
+	idleSeen   uint64
+	idleClosed bool
 
-	frames    atomic.Uint64 // frames read, for the idle check
-	idleSeen  atomic.Uint64
 	idleTimer *time.Timer
 	handlers  sync.WaitGroup // call goroutines and the flusher
 }
@@ -170,15 +174,15 @@ func (sc *serverConn) checkIdle() {
 	if sc.isClosed() {
 		return
 	}
-	n := sc.frames.Load()
 	sc.mu.Lock()
-	busy := len(sc.active) > 0
-	sc.mu.Unlock()
-	if busy || n != sc.idleSeen.Load() {
-		sc.idleSeen.Store(n)
+	if len(sc.active) > 0 || sc.frames != sc.idleSeen {
+		sc.idleSeen = sc.frames
+		sc.mu.Unlock()
 		sc.idleTimer.Reset(sc.srv.cfg.IdleTimeout)
 		return
 	}
+	sc.idleClosed = true
+	sc.mu.Unlock()
 	sc.logger.Debug("rpc connection idle; closing", "idle_timeout", sc.srv.cfg.IdleTimeout)
 	sc.closeWithError(fmt.Errorf("%w: no call for %v", ErrIdle, sc.srv.cfg.IdleTimeout))
 }
@@ -191,7 +195,13 @@ func (sc *serverConn) readLoop() error {
 		if err != nil {
 			return err
 		}
-		sc.frames.Add(1)
+		sc.mu.Lock()
+		sc.frames++
+		idle := sc.idleClosed
+		sc.mu.Unlock()
+		if idle {
+			<-sc.closing // the idle check is sending the error frame
+		}
 		select {
 		case <-sc.closing:
 			// The frame reader may have cleared the linger deadline.
