@@ -67,6 +67,7 @@ func (c *conn) close(err error) {
 		c.errMu.Lock()
 		c.err = err
 		c.errMu.Unlock()
+		c.w.stop(fmt.Errorf("%w: %w", ErrConnClosed, err))
 		close(c.done)
 		_ = c.nc.Close()
 	})

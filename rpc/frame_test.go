@@ -2,11 +2,16 @@ package rpc
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 func TestHeaderRoundTripsEveryFrameType(t *testing.T) {
@@ -129,5 +134,34 @@ func TestCodecErrorsNeverPanic(t *testing.T) {
 		if err := d.decode(in, &r); err == nil {
 			t.Errorf("%x decoded", in)
 		}
+	}
+}
+
+// Writers waiting for room, or queueing behind a stuck flush, return once
+// the connection closes: none spins or waits forever.
+func TestWriterReleasesWritersWhenTheConnectionCloses(t *testing.T) {
+	a, b := net.Pipe() // b is never read: writes block
+	defer b.Close()
+	var c conn
+	c.init(a, newFrameReader(a, 1<<20), newCodecs(), defaultErrorTable(), hclog.NewNullLogger(), 64, 0)
+	go c.w.run()
+	errc := make(chan error, 3)
+	for range 3 {
+		go func() {
+			errc <- c.w.write(context.Background(), Header{Type: FrameStreamData, ID: 1}, nil, make([]byte, 100))
+		}()
+	}
+	// One write blocks in the pipe, the others queue or wait for room.
+	time.Sleep(20 * time.Millisecond) // let them reach their blocking points
+	c.close(errors.New("test close"))
+	for range 3 {
+		select {
+		case <-errc:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a writer is still blocked after close")
+		}
+	}
+	if err := c.w.write(context.Background(), Header{Type: FrameCancel, ID: 1}, nil, nil); !errors.Is(err, ErrConnClosed) {
+		t.Fatalf("write after close: %v", err)
 	}
 }

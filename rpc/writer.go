@@ -189,6 +189,24 @@ func (w *frameWriter) fail(err error) {
 	}
 }
 
+// stop makes every later write return err, without reporting it: the
+// connection is closing already.
+func (w *frameWriter) stop(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = err
+	}
+	if w.space != nil {
+		close(w.space)
+		w.space = nil
+	}
+	if w.drained != nil {
+		close(w.drained)
+		w.drained = nil
+	}
+}
+
 // run is the connection's flusher goroutine; it returns when done closes.
 func (w *frameWriter) run() {
 	for {
