@@ -139,9 +139,10 @@ func (c *NodeConfig) Validate() error {
 // core is touched only by that goroutine; the exported methods talk to it
 // over bounded channels and are safe for concurrent use.
 //
-// Messages handed to Transport.Send may share their Entries slices with the
-// core's log, which a later truncation overwrites in place: a transport
-// must copy or encode them before Send returns.
+// Messages handed to Transport.Send share their Entries slices with the
+// core's log. The core never changes a slice it handed out (truncation
+// copies), so a transport may keep them until encoded, but must not modify
+// them.
 type Node struct {
 	id     NodeID
 	cfg    NodeConfig

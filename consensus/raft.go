@@ -92,10 +92,18 @@ func New(cfg Config, st Restored) (*Raft, error) {
 		applied:   max(cfg.Applied, st.SnapIndex),
 	}
 	r.log.stabled = r.log.lastIndex()
+	if lt := r.log.lastTerm(); lt > r.term {
+		// A driver that stores entries and hard state in two writes can
+		// crash between them. Nothing that vouched for the newer term left
+		// the node (that waits for both writes), so adopt the term with no
+		// vote; the first Ready persists it.
+		r.logger.Warn("log holds a newer term than the stable state: adopting it", "term", r.term, "last_log_term", lt)
+		r.term, r.vote = lt, None
+	}
 	if r.log.applied > r.log.committed {
 		return nil, fmt.Errorf("applied index %d is beyond the commit index %d: the state machine is ahead of the log", r.log.applied, r.log.committed)
 	}
-	r.prevHard = r.hardState()
+	r.prevHard = st.HardState // what is durable; anything else is saved by the first Ready
 	r.becomeFollower(r.term, None)
 	r.prevSoft = r.softState()
 	r.logger.Info("raft node started", "term", r.term, "vote", r.vote, "last_index", r.log.lastIndex(),
@@ -118,9 +126,6 @@ func checkRestored(st Restored) error {
 	}
 	if st.HardState.Commit > prev {
 		return fmt.Errorf("commit index %d is beyond the last log index %d; the log lost entries that were committed", st.HardState.Commit, prev)
-	}
-	if prevTerm > st.HardState.Term {
-		return fmt.Errorf("last log term %d is beyond the current term %d; stable state is corrupt", prevTerm, st.HardState.Term)
 	}
 	return nil
 }
@@ -481,6 +486,15 @@ func (r *Raft) Step(m Message) error {
 			r.send(Message{Type: MsgAppResp, To: m.From})
 		case MsgPreVote:
 			r.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
+		case MsgReadIndex:
+			// Refuse with our term: the follower learns it and its caller
+			// gets a Dropped read instead of waiting forever (the leader may
+			// be the same node, re-elected, so no leader change fails it).
+			r.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
+		case MsgReadIndexResp:
+			// Still valid: the leader confirmed it with a quorum after the
+			// request arrived, which is all linearizability needs.
+			r.reads.ready = append(r.reads.ready, ReadState{ID: m.Context, Index: m.Index, Dropped: m.Reject})
 		}
 		return nil
 	}
@@ -652,6 +666,10 @@ func (r *Raft) stepLeader(m Message) {
 			r.sendAppend(m.From, true)
 		}
 		r.reads.onHeartbeatResp(r, m.From, m.Context)
+		if m.From == r.leadTransferee && pr.match == r.log.lastIndex() {
+			// The first MsgTimeoutNow may have been lost.
+			r.send(Message{Type: MsgTimeoutNow, To: m.From})
+		}
 	case MsgReadIndex:
 		r.reads.request(r, m.From, m.Context)
 	}
@@ -746,8 +764,12 @@ func (r *Raft) TransferLeadership(to NodeID) error {
 	if to == r.id || to == r.leadTransferee {
 		return nil
 	}
+	if r.leadTransferee == None {
+		// Only a new transfer restarts the timeout: retargeting one must
+		// not keep proposals refused forever.
+		r.electionElapsed = 0
+	}
 	r.leadTransferee = to
-	r.electionElapsed = 0
 	r.logger.Info("leadership transfer started", "term", r.term, "to", to, "last_index", r.log.lastIndex())
 	if r.prs[to].match == r.log.lastIndex() {
 		r.send(Message{Type: MsgTimeoutNow, To: to})

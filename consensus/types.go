@@ -157,8 +157,8 @@ func (t MessageType) String() string {
 }
 
 // Message is every message Raft peers exchange. Fields unused by a type are
-// zero. The transport carries it as a value; the core never shares a
-// Message's slices with its own state after Step returns.
+// zero. The core keeps the Entries' Data of an incoming MsgApp in its log,
+// so a transport must decode into fresh buffers, never reuse them.
 type Message struct {
 	Type MessageType
 	From NodeID
