@@ -1,0 +1,260 @@
+package api
+
+import "github.com/lockd/lockd/session"
+
+// Method numbers of the client API (rpc.Method values). Peers use the
+// same numbers when a follower forwards a call to the leader.
+const (
+	MethodSessionCreate uint16 = 100 + iota
+	MethodSessionKeepalive
+	MethodSessionDestroy
+	MethodSessionList
+	MethodSessionInfo
+	MethodLockAcquire
+	MethodLockRelease
+	MethodLockCancel
+	MethodLockCheck
+	MethodLockList
+	MethodKVGet
+	MethodKVPut
+	MethodKVDelete
+	MethodKVList
+	MethodKVTxn
+	MethodWatch
+	MethodClusterStatus
+)
+
+// FirstErrorCode is where Code values start in the rpc error table:
+// rpc code = FirstErrorCode + Code.
+const FirstErrorCode = 1000
+
+// WriteHeader makes a write exactly-once: the server remembers the result
+// of the last Seq per ClientID and answers a retry with it. ClientID 0
+// turns this off.
+type WriteHeader struct {
+	ClientID uint64 `codec:"cid,omitempty"`
+	Seq      uint64 `codec:"seq,omitempty"`
+}
+
+// ReadHeader chooses the read's consistency. By default a read is
+// linearizable (the serving node confirms with the leader and waits until
+// it has applied that far); Stale serves the local state at once.
+type ReadHeader struct {
+	Stale bool `codec:"stale,omitempty"`
+}
+
+// ReadInfo says where a read was served.
+type ReadInfo struct {
+	// Index is the applied Raft index the answer reflects; Revision the KV
+	// revision.
+	Index    uint64 `codec:"i"`
+	Revision int64  `codec:"r"`
+	// Stale reports a stale read, with the time since the serving node
+	// last heard from a leader (nanoseconds; 0 on the leader itself).
+	Stale            bool  `codec:"s,omitempty"`
+	LeaderContactAge int64 `codec:"age,omitempty"`
+	// Node is the name of the node that served the read.
+	Node string `codec:"n,omitempty"`
+}
+
+type SessionCreateRequest struct {
+	Write WriteHeader `codec:"w"`
+	// TTL and LockDelay in nanoseconds; TTL 0 and LockDelay < 0 ask for
+	// the defaults.
+	TTL       int64  `codec:"ttl"`
+	LockDelay int64  `codec:"ld"`
+	Name      string `codec:"n,omitempty"`
+}
+
+type SessionCreateResponse struct {
+	Session SessionInfo `codec:"s"`
+}
+
+type SessionKeepaliveRequest struct {
+	ID session.ID `codec:"id"`
+}
+
+type SessionKeepaliveResponse struct {
+	// TTL is the session's TTL (nanoseconds): the next keepalive is due
+	// well within it.
+	TTL int64 `codec:"ttl"`
+}
+
+type SessionDestroyRequest struct {
+	Write WriteHeader `codec:"w"`
+	ID    session.ID  `codec:"id"`
+}
+
+type SessionDestroyResponse struct{}
+
+type SessionListRequest struct {
+	Read ReadHeader `codec:"r"`
+}
+
+type SessionListResponse struct {
+	Sessions []SessionInfo `codec:"s"`
+	Read     ReadInfo      `codec:"ri"`
+}
+
+type SessionInfoRequest struct {
+	Read ReadHeader `codec:"r"`
+	ID   session.ID `codec:"id"`
+}
+
+type SessionInfoResponse struct {
+	Session SessionInfo `codec:"s"`
+	Read    ReadInfo    `codec:"ri"`
+}
+
+// LockAcquireRequest asks for a lock. With Wait the call blocks (FIFO)
+// until granted, until WaitTimeout (nanoseconds; 0 = the call's deadline)
+// or until the call is cancelled; a wait that ends without a grant is
+// withdrawn through the log, so a late grant cannot leak the lock.
+type LockAcquireRequest struct {
+	Write       WriteHeader `codec:"w"`
+	Name        string      `codec:"n"`
+	Session     session.ID  `codec:"s"`
+	Mode        Mode        `codec:"m"`
+	Limit       int         `codec:"l,omitempty"`
+	Wait        bool        `codec:"wait,omitempty"`
+	WaitTimeout int64       `codec:"wt,omitempty"`
+}
+
+type LockAcquireResponse struct {
+	Grant Grant `codec:"g"`
+}
+
+type LockReleaseRequest struct {
+	Write   WriteHeader `codec:"w"`
+	Name    string      `codec:"n"`
+	Session session.ID  `codec:"s"`
+	Token   uint64      `codec:"t"`
+}
+
+type LockReleaseResponse struct{}
+
+type LockCheckRequest struct {
+	Read  ReadHeader `codec:"r"`
+	Name  string     `codec:"n"`
+	Token uint64     `codec:"t"`
+}
+
+// LockCheckResponse: Current is true if Token is a grant the lock still
+// has; Grant is that grant.
+type LockCheckResponse struct {
+	Current bool     `codec:"c"`
+	Grant   Grant    `codec:"g"`
+	Read    ReadInfo `codec:"ri"`
+}
+
+type LockListRequest struct {
+	Read   ReadHeader `codec:"r"`
+	Prefix string     `codec:"p,omitempty"`
+}
+
+type LockListResponse struct {
+	Locks []LockInfo `codec:"l"`
+	Read  ReadInfo   `codec:"ri"`
+}
+
+type KVGetRequest struct {
+	Read ReadHeader `codec:"r"`
+	Key  string     `codec:"k"`
+}
+
+// KVGetResponse: KV is nil if the key does not exist.
+type KVGetResponse struct {
+	KV   *KeyValue `codec:"kv"`
+	Read ReadInfo  `codec:"ri"`
+}
+
+type KVPutRequest struct {
+	Write   WriteHeader `codec:"w"`
+	Key     string      `codec:"k"`
+	Value   []byte      `codec:"v"`
+	Session session.ID  `codec:"s,omitempty"`
+}
+
+type KVPutResponse struct {
+	Revision int64     `codec:"rev"`
+	PrevKV   *KeyValue `codec:"p,omitempty"`
+}
+
+type KVDeleteRequest struct {
+	Write  WriteHeader `codec:"w"`
+	Key    string      `codec:"k"`
+	Prefix bool        `codec:"p,omitempty"`
+}
+
+type KVDeleteResponse struct {
+	Revision int64     `codec:"rev"`
+	Deleted  int       `codec:"d"`
+	PrevKV   *KeyValue `codec:"p,omitempty"`
+}
+
+type KVListRequest struct {
+	Read   ReadHeader `codec:"r"`
+	Prefix string     `codec:"p"`
+	Start  string     `codec:"s,omitempty"`
+	Limit  int        `codec:"l,omitempty"`
+}
+
+type KVListResponse struct {
+	KVs  []KeyValue `codec:"kvs"`
+	More bool       `codec:"more,omitempty"`
+	Read ReadInfo   `codec:"ri"`
+}
+
+type KVTxnRequest struct {
+	Write    WriteHeader `codec:"w"`
+	Compares []Compare   `codec:"c,omitempty"`
+	Then     []Op        `codec:"t,omitempty"`
+	Else     []Op        `codec:"e,omitempty"`
+}
+
+type KVTxnResponse struct {
+	Succeeded bool       `codec:"ok"`
+	Ops       []OpResult `codec:"ops"`
+	Revision  int64      `codec:"rev"`
+}
+
+// WatchRequest opens a stream of events for Key (or every key with the
+// prefix) from revision FromRevision on (0 = from the next change).
+type WatchRequest struct {
+	Key          string `codec:"k"`
+	Prefix       bool   `codec:"p,omitempty"`
+	FromRevision int64  `codec:"from,omitempty"`
+}
+
+// WatchMessage is one message of a watch stream: the events of one or
+// more whole revisions, in order. NextRevision is where a reconnecting
+// client resumes (its last revision + 1).
+type WatchMessage struct {
+	Events       []Event `codec:"ev,omitempty"`
+	NextRevision int64   `codec:"next"`
+}
+
+type ClusterStatusRequest struct{}
+
+// MemberStatus is one node as the answering node sees it.
+type MemberStatus struct {
+	ID       uint64 `codec:"id"`
+	Name     string `codec:"name"`
+	PeerAddr string `codec:"peer"`
+	Role     string `codec:"role,omitempty"`
+	Term     uint64 `codec:"term,omitempty"`
+	Commit   uint64 `codec:"commit,omitempty"`
+	Applied  uint64 `codec:"applied,omitempty"`
+	// Match is the leader's view of how far the member's log matches.
+	Match uint64 `codec:"match,omitempty"`
+	// Active is false if the leader has not heard from it recently.
+	Active bool `codec:"active,omitempty"`
+}
+
+type ClusterStatusResponse struct {
+	// Node is the answering node, Leader the leader it knows (0: none).
+	Node    MemberStatus   `codec:"node"`
+	Leader  uint64         `codec:"leader"`
+	Term    uint64         `codec:"term"`
+	Members []MemberStatus `codec:"members"`
+}
