@@ -316,3 +316,33 @@ func TestClientSurvivesAMisbehavingServer(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// A client that asks for large answers and never reads them: the server
+// queues at most WriteQueueBytes for it, its handlers wait, and the
+// connection is closed once a write makes no progress for WriteTimeout.
+func TestClientThatNeverReadsIsCutOff(t *testing.T) {
+	cs := newCallServer(t, func(c *ServerConfig) {
+		c.WriteTimeout = 300 * time.Millisecond
+		c.WriteQueueBytes = 256 << 10
+	})
+	addr := startServer(t, cs.srv)
+	nc, _ := rawClient(t, addr, true)
+	cds := newCodecs()
+	es, _ := cds.encode(&echoReq{N: 512 << 10})
+	body := append([]byte{0}, es.buf...)
+	for i := range 64 { // 32 MiB of answers asked for
+		if _, err := nc.Write(appendFrame(nil, Header{Type: FrameRequest, Method: mBig, ID: uint64(i + 1)}, body)); err != nil {
+			break
+		}
+	}
+	waitFor(t, 10*time.Second, "the server to drop the connection", func() bool {
+		cs.srv.mu.Lock()
+		defer cs.srv.mu.Unlock()
+		return len(cs.srv.conns) == 0
+	})
+	// Well-behaved clients are served.
+	c := newTestClient(t, addr, nil)
+	if err := c.Call(ctxTimeout(t, 5*time.Second), mEcho, &echoReq{}, nil); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -58,7 +58,10 @@ type ServerConfig struct {
 	// progress for this long. Default 30 s.
 	WriteTimeout time.Duration
 	// WriteQueueBytes bounds bytes queued for writing per connection
-	// before senders wait. Default 1 MiB (one larger frame always fits).
+	// before senders wait (one larger frame always fits); while it is
+	// full, no new request of that connection is started. A connection
+	// whose peer does not read thus holds at most about WriteQueueBytes
+	// plus one answer per call in progress. Default 1 MiB.
 	WriteQueueBytes int
 
 	// Errors maps error codes to sentinels. Default: this package's codes.

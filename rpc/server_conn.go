@@ -283,6 +283,11 @@ func (sc *serverConn) onRequest(h Header, body []byte) error {
 		}
 		return nil
 	}
+	// A client that does not read its answers stops being read: no new
+	// work starts while its write queue is full.
+	if err := sc.w.waitRoom(sc.ctx); err != nil {
+		return err
+	}
 	d := sc.srv.methods[h.Method] // immutable once serving
 	if d == nil {
 		sc.logger.Debug("rpc call to an unknown method", "method", h.Method)

@@ -127,8 +127,9 @@ func TestTransportDeliversInOrderWithEntries(t *testing.T) {
 			t.Fatalf("message %d: got %+v, want %+v", i, m, want)
 		}
 	}
-	st := a.tr.Stats()
-	if st.Sent != 200 || st.Dropped != 0 {
+	// The sender counts a batch once written, which may be after delivery.
+	waitFor(t, 5*time.Second, "the sender's count", func() bool { return a.tr.Stats().Sent == 200 })
+	if st := a.tr.Stats(); st.Dropped != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }

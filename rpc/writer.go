@@ -141,6 +141,30 @@ func (w *frameWriter) drain(ctx context.Context) {
 	}
 }
 
+// waitRoom waits until fewer than limit bytes are queued (or the writer
+// failed). A reader calls it before starting more work whose answers would
+// only queue up behind a peer that does not read.
+func (w *frameWriter) waitRoom(ctx context.Context) error {
+	w.mu.Lock()
+	for w.err == nil && len(w.buf) >= w.limit {
+		if w.space == nil {
+			w.space = make(chan struct{})
+		}
+		space := w.space
+		w.mu.Unlock()
+		select {
+		case <-space:
+		case <-w.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		w.mu.Lock()
+	}
+	err := w.err
+	w.mu.Unlock()
+	return err
+}
+
 // takeLocked swaps the buffers and wakes writers waiting for room.
 func (w *frameWriter) takeLocked() []byte {
 	out := w.buf
