@@ -34,13 +34,16 @@ const (
 	// CodeStaleSequence: an exactly-once retry older than the last
 	// request the server remembers for that client.
 	CodeStaleSequence
+	// CodeUnavailable: no leader could be reached in time (an election is
+	// under way, or this node is cut off); retry, possibly elsewhere.
+	CodeUnavailable
 )
 
 var codeNames = map[Code]string{
 	CodeOK: "ok", CodeInvalid: "invalid", CodeNotFound: "not found", CodeSessionNotFound: "session not found",
 	CodeLockHeld: "lock held", CodeLockDelay: "lock delay", CodeStaleToken: "stale token",
 	CodeTooLarge: "too large", CodeLimit: "limit reached", CodeCompacted: "compacted",
-	CodeUnsupported: "unsupported", CodeStaleSequence: "stale sequence",
+	CodeUnsupported: "unsupported", CodeStaleSequence: "stale sequence", CodeUnavailable: "unavailable",
 }
 
 func (c Code) String() string {
@@ -82,4 +85,15 @@ var (
 	ErrCompacted       = &Error{Code: CodeCompacted}
 	ErrUnsupported     = &Error{Code: CodeUnsupported}
 	ErrStaleSequence   = &Error{Code: CodeStaleSequence}
+	ErrUnavailable     = &Error{Code: CodeUnavailable}
 )
+
+// AllCodes lists every code with its sentinel, for error tables.
+func AllCodes() map[Code]*Error {
+	return map[Code]*Error{
+		CodeInvalid: ErrInvalid, CodeNotFound: ErrNotFound, CodeSessionNotFound: ErrSessionNotFound,
+		CodeLockHeld: ErrLockHeld, CodeLockDelay: ErrLockDelay, CodeStaleToken: ErrStaleToken,
+		CodeTooLarge: ErrTooLarge, CodeLimit: ErrLimit, CodeCompacted: ErrCompacted,
+		CodeUnsupported: ErrUnsupported, CodeStaleSequence: ErrStaleSequence, CodeUnavailable: ErrUnavailable,
+	}
+}

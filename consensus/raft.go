@@ -859,6 +859,9 @@ func (r *Raft) Status() Status {
 		Commit: r.log.committed, Applied: r.log.applied, LastIndex: r.log.lastIndex(),
 		LeadTransfer: r.leadTransferee,
 	}
+	if r.role != Leader {
+		s.SinceLeaderContact = r.electionElapsed
+	}
 	if r.role == Leader {
 		s.Progress = make(map[NodeID]ProgressStatus, len(r.prs))
 		for id, pr := range r.prs {

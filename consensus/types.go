@@ -246,6 +246,9 @@ type Status struct {
 	LastIndex    Index
 	Progress     map[NodeID]ProgressStatus
 	LeadTransfer NodeID
+	// SinceLeaderContact is the ticks since a follower last heard from
+	// its leader (0 on the leader).
+	SinceLeaderContact int
 }
 
 // ProgressStatus is the leader's view of one follower.

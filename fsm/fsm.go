@@ -79,6 +79,8 @@ type Result struct {
 	// server can wake their callers.
 	Ended   []session.ID `codec:"ended,omitempty"`
 	Granted []api.Grant  `codec:"granted,omitempty"`
+	// Checkpointed lists the replicated deadlines a checkpoint stored.
+	Checkpointed []SessionDeadline `codec:"cps,omitempty"`
 	// Duplicate marks a remembered result returned for a retried sequence.
 	Duplicate bool `codec:"dup,omitempty"`
 }

@@ -80,12 +80,14 @@ func (f *FSM) expireSessions(ids []session.ID) *Result {
 }
 
 func (f *FSM) checkpointSessions(ds []SessionDeadline) *Result {
+	res := &Result{}
 	for _, d := range ds {
 		if s, ok := f.sessions[d.ID]; ok {
 			s.info.ExpiresAt = d.ExpiresAt
+			res.Checkpointed = append(res.Checkpointed, d)
 		}
 	}
-	return &Result{}
+	return res
 }
 
 // endSession releases the session's locks (into lock-delay if it expired),
