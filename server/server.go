@@ -1,0 +1,284 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockd/lockd/api"
+	"github.com/lockd/lockd/consensus"
+	"github.com/lockd/lockd/fsm"
+	"github.com/lockd/lockd/rpc"
+	"github.com/lockd/lockd/session"
+)
+
+// Member is one node of the cluster.
+type Member struct {
+	ID       consensus.NodeID
+	Name     string
+	PeerAddr string
+}
+
+// Config configures a Server.
+type Config struct {
+	// ID and Name of this node; Members lists every voter, this node
+	// included.
+	ID      consensus.NodeID
+	Name    string
+	Members []Member
+	// ClusterID must match the peers' and clients'.
+	ClusterID string
+
+	// ClientListener and PeerListener are where clients and peers connect.
+	// The peer listener also serves calls a follower forwards.
+	ClientListener net.Listener
+	PeerListener   net.Listener
+
+	// LogStore and StableStore persist Raft state (one object for group
+	// commit, e.g. store.BoltStore).
+	LogStore    consensus.LogStore
+	StableStore consensus.StableStore
+
+	// TickInterval and ElectionTicks/HeartbeatTicks time Raft. Defaults
+	// 100 ms, 10 and 1.
+	TickInterval   time.Duration
+	ElectionTicks  int
+	HeartbeatTicks int
+
+	// FSM configures the state machine; zero means fsm.DefaultConfig.
+	FSM *fsm.Config
+	// LeaderWait bounds how long a call waits for a leader during an
+	// election before failing with api.ErrUnavailable. Default 3 maximum
+	// election timeouts.
+	LeaderWait time.Duration
+	// RequestTimeout bounds a call whose caller set no deadline. Default 10 s.
+	RequestTimeout time.Duration
+
+	Now    func() time.Time
+	Logger hclog.Logger
+}
+
+func (c *Config) maxElection() time.Duration {
+	return 2 * time.Duration(c.ElectionTicks) * c.TickInterval
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ID == 0 {
+		errs = append(errs, errors.New("node id must not be 0"))
+	}
+	found := false
+	seen := map[consensus.NodeID]bool{}
+	for _, m := range c.Members {
+		if seen[m.ID] {
+			errs = append(errs, fmt.Errorf("member id %d appears twice in the cluster", m.ID))
+		}
+		seen[m.ID] = true
+		found = found || m.ID == c.ID
+	}
+	if !found {
+		errs = append(errs, fmt.Errorf("node %d (%s) is not among the members", c.ID, c.Name))
+	}
+	if c.ClientListener == nil || c.PeerListener == nil {
+		errs = append(errs, errors.New("client and peer listeners are required"))
+	}
+	if c.LogStore == nil || c.StableStore == nil {
+		errs = append(errs, errors.New("log and stable stores are required"))
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.FSM == nil {
+		cfg := fsm.DefaultConfig(c.maxElection())
+		c.FSM = &cfg
+	}
+	if c.LeaderWait == 0 {
+		c.LeaderWait = 3 * c.maxElection()
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return errors.Join(errs...)
+}
+
+// Server is one lockd node: a Raft node driving the fsm, the client API on
+// rpc, forwarding to the leader, and the leader's session duties.
+type Server struct {
+	cfg    Config
+	logger hclog.Logger
+	fsm    *fsm.FSM
+	codec  *fsm.Codec
+	node   *consensus.Node
+	errors *rpc.ErrorTable
+
+	transport *rpc.PeerTransport
+	clientSrv *rpc.Server
+	peerSrv   *rpc.Server
+	peers     *peerClients
+
+	// leaseMu guards the tracker: the leader loop, keepalive handlers and
+	// the applier all use it. Held only for in-memory work.
+	leaseMu  sync.Mutex
+	tracker  *session.Tracker
+	promoted consensus.Term // term whose leases the tracker holds (0: none)
+
+	waits   *waitTable
+	changes *broadcaster // closed on every applied KV change
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New builds and starts a server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	f, err := fsm.New(*cfg.FSM)
+	if err != nil {
+		return nil, err
+	}
+	table, err := errorTable()
+	if err != nil {
+		return nil, err
+	}
+	tracker, err := session.NewTracker(session.TrackerConfig{Grace: cfg.maxElection()})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, logger: cfg.Logger.Named("server"), fsm: f, codec: f.Codec(), errors: table,
+		tracker: tracker, waits: newWaitTable(), changes: newBroadcaster(), stop: make(chan struct{}),
+	}
+	peerAddrs := map[consensus.NodeID]string{}
+	var voters []consensus.NodeID
+	for _, m := range cfg.Members {
+		voters = append(voters, m.ID)
+		if m.ID != cfg.ID {
+			peerAddrs[m.ID] = m.PeerAddr
+		}
+	}
+	sort.Slice(voters, func(i, j int) bool { return voters[i] < voters[j] })
+	s.transport, err = rpc.NewPeerTransport(rpc.PeerTransportConfig{
+		ID: cfg.ID, ClusterID: cfg.ClusterID, Peers: peerAddrs, Logger: cfg.Logger.Named("transport"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.peers = newPeerClients(cfg.ClusterID, cfg.Name, peerAddrs, table)
+	s.node, err = consensus.StartNode(consensus.NodeConfig{
+		Raft: consensus.Config{
+			ID: cfg.ID, Voters: voters, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
+			// The largest command (a 1 MiB value plus its key) with room to
+			// spare, well under the peer frame limit.
+			MaxProposalBytes: 2 << 20,
+			Logger:           cfg.Logger.Named("raft"),
+		},
+		LogStore: cfg.LogStore, StableStore: cfg.StableStore, Transport: s.transport,
+		StateMachine: &applier{s: s}, TickInterval: cfg.TickInterval, Now: cfg.Now,
+		Logger: cfg.Logger.Named("node"), PeerAddrs: peerAddrs,
+	})
+	if err != nil {
+		_ = s.transport.Close()
+		return nil, fmt.Errorf("starting raft: %w", err)
+	}
+	s.transport.SetHandler(s.node.Step)
+	if err := s.startRPC(); err != nil {
+		s.node.Stop()
+		_ = s.transport.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.leaderLoop()
+	s.logger.Info("lockd node started", "id", cfg.ID, "name", cfg.Name, "client_addr", cfg.ClientListener.Addr().String(),
+		"peer_addr", cfg.PeerListener.Addr().String(), "members", len(cfg.Members))
+	return s, nil
+}
+
+func errorTable() (*rpc.ErrorTable, error) {
+	user := map[rpc.Code]error{}
+	for code, sentinel := range api.AllCodes() {
+		user[rpc.Code(api.FirstErrorCode+int(code))] = sentinel
+	}
+	return rpc.NewErrorTable(user)
+}
+
+// Node exposes the Raft node (for status and tests).
+func (s *Server) Node() *consensus.Node { return s.node }
+
+// FSM exposes the state machine (for status and tests).
+func (s *Server) FSM() *fsm.FSM { return s.fsm }
+
+// ClientAddr is where clients connect.
+func (s *Server) ClientAddr() string { return s.cfg.ClientListener.Addr().String() }
+
+// Close shuts the node down: a leader first hands leadership to another
+// member (so the cluster does not wait an election timeout), then calls
+// in progress end and everything is joined.
+func (s *Server) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	if lead, _ := s.node.Leader(); lead == s.cfg.ID && len(s.cfg.Members) > 1 {
+		s.transferAway()
+	}
+	close(s.stop)
+	_ = s.clientSrv.Close()
+	_ = s.peerSrv.Close()
+	s.wg.Wait()
+	s.node.Stop()
+	_ = s.transport.Close()
+	s.peers.close()
+	s.logger.Info("lockd node stopped", "id", s.cfg.ID, "name", s.cfg.Name)
+	return nil
+}
+
+func (s *Server) transferAway() {
+	st := s.node.Status()
+	var best consensus.NodeID
+	var bestMatch consensus.Index
+	for id, pr := range st.Progress {
+		if id != s.cfg.ID && pr.RecentActive && pr.Match >= bestMatch {
+			best, bestMatch = id, pr.Match
+		}
+	}
+	if best == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.maxElection())
+	defer cancel()
+	if err := s.node.TransferLeadership(ctx, best); err != nil {
+		s.logger.Warn("leadership transfer before shutdown failed", "to", best, "error", err)
+		return
+	}
+	s.logger.Info("leadership transferred before shutdown", "to", best)
+}
+
+// callContext bounds a call whose caller set no deadline.
+func (s *Server) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+}
