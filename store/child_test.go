@@ -82,7 +82,11 @@ type child struct {
 func startChild(t testing.TB, mode, dir string, seed int64, stdin io.Reader) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childModeEnv+"="+mode, childDirEnv+"="+dir, childSeedEnv+"="+strconv.FormatInt(seed, 10))
+	// Under -race a binary sleeps a second at exit to catch late reports;
+	// children that exit by themselves need not.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), childModeEnv+"="+mode, childDirEnv+"="+dir, childSeedEnv+"="+strconv.FormatInt(seed, 10),
+		"GORACE="+gorace)
 	cmd.Stdin = stdin
 	c := &child{cmd: cmd, ready: make(chan struct{}), done: make(chan struct{})}
 	cmd.Stderr = &c.stderr
