@@ -1,0 +1,182 @@
+package client
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/lockd/lockd/api"
+	"github.com/lockd/lockd/rpc"
+)
+
+// spec says how one logical call is made.
+type spec struct {
+	method uint16
+	// write, for a mutating call, points at the request's header: the
+	// call takes a lane and fills it.
+	write *api.WriteHeader
+	// primary runs the write on the lane whose id is the client's own
+	// (session create: the server counts sessions per client id).
+	primary bool
+	// freshSeq gives every attempt a new sequence number on the call's
+	// lane (lock acquire: see lock.go for why that is safe there).
+	freshSeq bool
+	// blocking calls (a waiting acquire) get no per-attempt timeout.
+	blocking bool
+	// timeout overrides RequestTimeout for each attempt.
+	timeout time.Duration
+	// once makes a single attempt (a failed one still moves calls to the
+	// next endpoint): the caller has its own retry schedule.
+	once bool
+	// ep pins the call to one endpoint: one attempt, no rotation.
+	ep *endpoint
+}
+
+// do runs one logical call: attempts on the current endpoint, and on a
+// retryable failure (see retryable) on the next one, with backoff after
+// each full round, until it succeeds, fails for good, or ctx ends. A write
+// keeps its lane, hence its (ClientID, Seq), across attempts, so a retry
+// of a write that did run returns the remembered result.
+func do[Resp any](c *Client, ctx context.Context, s spec, req any) (*Resp, error) {
+	if err := c.errClosedNow(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	var ln *lane
+	if s.write != nil {
+		var err error
+		if ln, err = c.lanes.get(ctx, s.primary); err != nil {
+			return nil, gaveUp(ctx, err)
+		}
+		defer c.lanes.put(ln, s.primary)
+		ln.seq++
+		*s.write = api.WriteHeader{ClientID: ln.id, Seq: ln.seq}
+	}
+	n := len(c.endpoints)
+	for attempt := 1; ; attempt++ {
+		ep, idx := c.current()
+		if s.ep != nil {
+			ep = s.ep
+		}
+		resp := new(Resp)
+		err := c.attempt(ctx, ep, s, req, resp)
+		if err == nil {
+			return resp, nil
+		}
+		err = translate(err)
+		if ctx.Err() != nil {
+			return nil, gaveUp(ctx, err)
+		}
+		if s.ep != nil || !retryable(err) {
+			return nil, err
+		}
+		c.rotate(idx, err)
+		if s.once {
+			return nil, err
+		}
+		var wait time.Duration
+		if attempt%n == 0 {
+			wait = c.backoff(attempt / n)
+		}
+		c.logger.Debug("call failed; retrying", "method", s.method, "endpoint", ep.addr, "attempt", attempt, "wait", wait, "error", err)
+		if !sleep(ctx, wait) {
+			return nil, gaveUp(ctx, err)
+		}
+		if ln != nil && s.freshSeq {
+			ln.seq++
+			s.write.Seq = ln.seq
+		}
+	}
+}
+
+// attempt makes one call on ep, bounded by the per-attempt timeout
+// unless the call blocks by design.
+func (c *Client) attempt(ctx context.Context, ep *endpoint, s spec, req, resp any) error {
+	if !s.blocking {
+		t := s.timeout
+		if t == 0 {
+			t = c.cfg.RequestTimeout
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	return ep.rc.Call(ctx, rpc.Method(s.method), req, resp)
+}
+
+// A lane is an exactly-once identity: a ClientID with its own sequence.
+// The server remembers only the last (Seq, result) per ClientID and
+// refuses an older Seq (api.ErrStaleSequence), so concurrent writes under
+// one ClientID would refuse each other whenever they arrive out of order.
+// Hence each write in flight holds a lane of its own, for all of its
+// attempts: per ClientID there is at most one write in flight, its
+// retries reuse its Seq, and the next write on that lane gets Seq+1.
+type lane struct {
+	id  uint64
+	seq uint64 // last Seq used; touched only by the lane's holder
+}
+
+// lanePool hands out lanes. The primary lane carries the client's own id;
+// the others are made on demand, each with a random id, and kept for
+// reuse (the server forgets an idle id after a while, which is harmless:
+// the next Seq is simply new to it).
+type lanePool struct {
+	primary chan *lane    // cap 1: holds the primary lane while it is free
+	slots   chan struct{} // cap MaxConcurrentWrites: other lanes in use
+
+	mu   sync.Mutex // protects free
+	free []*lane
+}
+
+func newLanePool(id uint64, maxWrites int) *lanePool {
+	p := &lanePool{primary: make(chan *lane, 1), slots: make(chan struct{}, maxWrites)}
+	p.primary <- &lane{id: id}
+	return p
+}
+
+// get waits for a lane: the primary one, or any other.
+func (p *lanePool) get(ctx context.Context, primary bool) (*lane, error) {
+	if primary {
+		select {
+		case l := <-p.primary:
+			return l, nil
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		l := p.free[n-1]
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return l, nil
+	}
+	p.mu.Unlock()
+	id, err := randomID()
+	if err != nil {
+		<-p.slots
+		return nil, err
+	}
+	return &lane{id: id}, nil
+}
+
+// put returns a lane. A call gives its lane back only when it has an
+// answer or gave up; a request of a call that gave up may still arrive
+// later, and then the server refuses it as stale if the lane's next write
+// got there first (it never applies out of order).
+func (p *lanePool) put(l *lane, primary bool) {
+	if primary {
+		p.primary <- l
+		return
+	}
+	p.mu.Lock()
+	p.free = append(p.free, l)
+	p.mu.Unlock()
+	<-p.slots
+}
