@@ -210,10 +210,11 @@ func (s *Session) end(err error) bool {
 	held := s.held
 	s.held = nil
 	s.mu.Unlock()
+	// Done first: whoever wakes on a Lost channel finds the session over.
+	s.cancel(err)
 	for ch := range held {
 		close(ch)
 	}
-	s.cancel(err)
 	if errors.Is(err, ErrSessionLost) {
 		s.c.logger.Warn("session lost", "session", s.id, "locks", len(held), "error", err)
 	}
