@@ -265,11 +265,14 @@ func (e *Election) observe(ctx context.Context, out chan<- LeaderInfo) {
 			return false
 		}
 	}
-	for round := 1; ctx.Err() == nil; round++ {
+	// Each round reads the key, then follows it; a round that ends
+	// without delivering anything backs off longer than the last.
+	for failures := 0; ctx.Err() == nil; {
 		li, rev, err := e.read(ctx)
 		if err != nil {
+			failures++
 			c.logger.Warn("election observe: reading the leader failed; retrying", "election", e.Name(), "error", err)
-			if !sleep(ctx, c.backoff(round)) {
+			if !sleep(ctx, c.backoff(failures)) {
 				return
 			}
 			continue
@@ -277,11 +280,13 @@ func (e *Election) observe(ctx context.Context, out chan<- LeaderInfo) {
 		if !emit(li) {
 			return
 		}
+		failures++
 		for wr := range c.Watch(ctx, e.key, WithRevision(rev+1)) {
 			if wr.Err != nil {
 				c.logger.Info("election observe: watch ended; reading again", "election", e.Name(), "error", wr.Err)
 				break
 			}
+			failures = 1
 			for _, ev := range wr.Events {
 				li := LeaderInfo{Election: e.Name()}
 				if ev.Type == api.EventPut {
@@ -296,7 +301,7 @@ func (e *Election) observe(ctx context.Context, out chan<- LeaderInfo) {
 				}
 			}
 		}
-		if !sleep(ctx, c.backoff(1)) {
+		if !sleep(ctx, c.backoff(failures)) {
 			return
 		}
 	}

@@ -42,7 +42,11 @@ func (kv *KV) Put(ctx context.Context, key string, value []byte, opts ...OpOptio
 		return nil, err
 	}
 	req := &api.KVPutRequest{Key: key, Value: value, Session: o.lease}
-	return do[api.KVPutResponse](kv.c, ctx, spec{method: api.MethodKVPut, write: &req.Write}, req)
+	resp, err := do[api.KVPutResponse](kv.c, ctx, spec{method: api.MethodKVPut, write: &req.Write}, req)
+	if o.leaseOf != nil {
+		o.leaseOf.noteErr(err)
+	}
+	return resp, err
 }
 
 // Delete deletes a key (or, WithPrefix, every key with that prefix),

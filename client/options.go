@@ -17,6 +17,7 @@ type opOptions struct {
 	stale    bool
 	prefix   bool
 	lease    session.ID
+	leaseOf  *Session // the session behind lease, if known
 	limit    int
 	start    string
 	revision int64
@@ -45,7 +46,7 @@ func WithPrefix() OpOption {
 // WithLease binds a Put key to a session: the key is ephemeral, deleted
 // when the session ends.
 func WithLease(s *Session) OpOption {
-	return func(o *opOptions) { o.mark("WithLease"); o.lease = s.ID() }
+	return func(o *opOptions) { o.mark("WithLease"); o.lease, o.leaseOf = s.ID(), s }
 }
 
 // WithLeaseID is WithLease for a session known by id only.

@@ -246,3 +246,21 @@ func TestSessionOptionsChecked(t *testing.T) {
 		t.Errorf("%d calls reached the server for refused options", n)
 	}
 }
+
+// Any call naming the session that hears "session not found" ends it at
+// once, without waiting for the next keepalive.
+func TestSessionNotFoundFromAnyCallEndsTheSession(t *testing.T) {
+	fc := newFakeCluster(t, 1)
+	c, _ := newTestClient(t, fc.addrs(), nil)
+	s, err := c.NewSession(testCtx(t), WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.expire(s.ID())
+	if _, err := c.KV().Put(testCtx(t), "svc/a", []byte("x"), WithLease(s)); !errors.Is(err, api.ErrSessionNotFound) {
+		t.Fatalf("Put with an expired lease: %v", err)
+	}
+	if !isDone(s) || !errors.Is(s.Err(), api.ErrSessionNotFound) {
+		t.Errorf("after the Put: done %v, Err %v", isDone(s), s.Err())
+	}
+}
