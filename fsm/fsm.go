@@ -156,11 +156,20 @@ func (f *FSM) Apply(index uint64, entryTime int64, data []byte) *Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.advance(index, entryTime)
+	// Every entry ends the lock-delays its time has passed, before its own
+	// command runs — also an entry whose command is a duplicate or
+	// undecodable — so waiters are granted by the first entry at or after
+	// the delay's end, in FIFO order ahead of this entry's request.
+	woke := &Result{}
+	f.wakeDelayed(woke)
 	cmd, err := f.codec.Decode(data)
 	if err != nil {
-		return errResult(asAPIError(err))
+		res := errResult(asAPIError(err))
+		res.Granted = woke.Granted
+		return res
 	}
-	return f.applyCommand(cmd)
+	res := f.applyCommand(cmd, woke.Granted)
+	return res
 }
 
 // ApplyNoop advances index and time for an entry that carries no command
@@ -190,7 +199,11 @@ func asAPIError(err error) *api.Error {
 	return api.Errorf(api.CodeInvalid, "%v", err)
 }
 
-func (f *FSM) applyCommand(cmd *Command) *Result {
+// applyCommand applies cmd (or answers a retry from memory). woken are
+// the grants this entry made by ending lock-delays; they are reported
+// first in the result (so the server wakes those callers) and remembered
+// with it.
+func (f *FSM) applyCommand(cmd *Command, woken []api.Grant) *Result {
 	if cmd.ClientID != 0 && cmd.Seq != 0 {
 		if d, ok := f.dedup[cmd.ClientID]; ok {
 			switch {
@@ -198,16 +211,23 @@ func (f *FSM) applyCommand(cmd *Command) *Result {
 				d.LastSeen = f.now
 				dup := *d.Result
 				dup.Duplicate = true
+				if len(woken) > 0 {
+					dup.Granted = append(append([]api.Grant(nil), woken...), d.Result.Granted...)
+				}
 				return &dup
 			case cmd.Seq < d.Seq:
 				d.LastSeen = f.now
-				return errResult(api.Errorf(api.CodeStaleSequence,
+				res := errResult(api.Errorf(api.CodeStaleSequence,
 					"request %d of client %x is older than its last request %d; its result is no longer known", cmd.Seq, cmd.ClientID, d.Seq))
+				res.Granted = woken
+				return res
 			}
 		}
 	}
 	res := f.dispatch(cmd)
-	f.wakeDelayed(res)
+	if len(woken) > 0 {
+		res.Granted = append(woken, res.Granted...)
+	}
 	if cmd.ClientID != 0 && cmd.Seq != 0 {
 		f.remember(cmd.ClientID, cmd.Seq, res)
 	}

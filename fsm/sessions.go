@@ -63,19 +63,31 @@ func (f *FSM) destroySession(id session.ID) *Result {
 		return errResult(f.sessionNotFound(id))
 	}
 	res := &Result{}
-	f.endSession(s, false, res)
+	f.commitEnded(f.endSession(s, false, res), res)
 	return res
+}
+
+// commitEnded commits the events of ended sessions as one revision and
+// reports it, if any key was deleted.
+func (f *FSM) commitEnded(events []api.Event, res *Result) {
+	if len(events) > 0 {
+		f.commitEvents(events)
+		res.Revision = f.revision
+	}
 }
 
 func (f *FSM) expireSessions(ids []session.ID) *Result {
 	res := &Result{}
+	var events []api.Event
 	for _, id := range ids {
 		// An id that already ended (destroyed meanwhile, or in an earlier
 		// expiry batch) is skipped.
 		if s, ok := f.sessions[id]; ok {
-			f.endSession(s, true, res)
+			events = append(events, f.endSession(s, true, res)...)
 		}
 	}
+	// One revision, added to the history at once: a batch is one change.
+	f.commitEnded(events, res)
 	return res
 }
 
@@ -92,8 +104,9 @@ func (f *FSM) checkpointSessions(ds []SessionDeadline) *Result {
 
 // endSession releases the session's locks (into lock-delay if it expired),
 // drops its queued waits, deletes its ephemeral keys and grants what that
-// frees — all in this one apply.
-func (f *FSM) endSession(s *sessionState, expired bool, res *Result) {
+// frees — all in this one apply. It returns the deletion events for the
+// caller to commit as one revision.
+func (f *FSM) endSession(s *sessionState, expired bool, res *Result) []api.Event {
 	id := s.info.ID
 	touched := map[string]bool{}
 	for _, name := range sortedKeys(s.locks) {
@@ -116,13 +129,9 @@ func (f *FSM) endSession(s *sessionState, expired bool, res *Result) {
 		l.removeWait(s.waits[name])
 		touched[name] = true
 	}
-	if len(s.keys) > 0 {
-		var events []api.Event
-		for _, k := range sortedKeys(s.keys) {
-			events = append(events, f.removeKey(k))
-		}
-		f.commitEvents(events)
-		res.Revision = f.revision
+	var events []api.Event
+	for _, k := range sortedKeys(s.keys) {
+		events = append(events, f.removeKey(k))
 	}
 	delete(f.sessions, id)
 	if c := s.info.ClientID; c != 0 {
@@ -134,4 +143,5 @@ func (f *FSM) endSession(s *sessionState, expired bool, res *Result) {
 	for _, name := range sortedKeys(touched) {
 		f.settle(f.locks[name], res)
 	}
+	return events
 }
