@@ -37,7 +37,7 @@ type spec struct {
 // each full round, until it succeeds, fails for good, or ctx ends. A write
 // keeps its lane, hence its (ClientID, Seq), across attempts, so a retry
 // of a write that did run returns the remembered result.
-func do[Resp any](c *Client, ctx context.Context, s spec, req any) (*Resp, error) {
+func do[Resp any](c *Client, ctx context.Context, s spec, req any) (_ *Resp, err error) {
 	if err := c.errClosedNow(); err != nil {
 		return nil, err
 	}
@@ -45,11 +45,16 @@ func do[Resp any](c *Client, ctx context.Context, s spec, req any) (*Resp, error
 	defer cancel()
 	var ln *lane
 	if s.write != nil {
-		var err error
 		if ln, err = c.lanes.get(ctx, s.primary); err != nil {
 			return nil, gaveUp(ctx, err)
 		}
-		defer c.lanes.put(ln, s.primary)
+		defer func() {
+			// Abandoned without an answer, the write may still be in
+			// flight (or, for an acquire, queued): retire its lane, so
+			// that a newer Seq on a lane always means this same call was
+			// sent again.
+			c.lanes.put(ln, s.primary, err != nil && (ctx.Err() != nil || retryable(err)))
+		}()
 		ln.seq++
 		*s.write = api.WriteHeader{ClientID: ln.id, Seq: ln.seq}
 	}
@@ -166,17 +171,21 @@ func (p *lanePool) get(ctx context.Context, primary bool) (*lane, error) {
 	return &lane{id: id}, nil
 }
 
-// put returns a lane. A call gives its lane back only when it has an
-// answer or gave up; a request of a call that gave up may still arrive
-// later, and then the server refuses it as stale if the lane's next write
-// got there first (it never applies out of order).
-func (p *lanePool) put(l *lane, primary bool) {
+// put returns a lane once its call has an answer or gave up. A lane whose
+// call gave up without an answer is retired (never used again) when
+// retire is set, except the primary one, which carries the client's
+// identity: a request of that call may still arrive later, and the
+// server then refuses it as stale if the lane's next write got there
+// first, so it never applies out of order.
+func (p *lanePool) put(l *lane, primary, retire bool) {
 	if primary {
 		p.primary <- l
 		return
 	}
-	p.mu.Lock()
-	p.free = append(p.free, l)
-	p.mu.Unlock()
+	if !retire {
+		p.mu.Lock()
+		p.free = append(p.free, l)
+		p.mu.Unlock()
+	}
 	<-p.slots
 }

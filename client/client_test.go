@@ -338,3 +338,46 @@ func TestKVOperations(t *testing.T) {
 		t.Errorf("oversized txn: %v", err)
 	}
 }
+
+// A write abandoned without an answer retires its lane: the next write
+// runs under another client id, so a newer Seq on a lane always means the
+// same call was sent again.
+func TestAbandonedWriteRetiresItsLane(t *testing.T) {
+	fc := newFakeCluster(t, 1)
+	c, _ := newTestClient(t, fc.addrs(), nil)
+	if _, err := c.KV().Put(testCtx(t), "k", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	fc.nodes[0].set(func(n *fakeNode) {
+		n.hook = func(ctx context.Context, method uint16) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.KV().Put(ctx, "k", []byte("2")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("put to a hung node: %v", err)
+	}
+	close(release)
+	if _, err := c.KV().Put(testCtx(t), "k", []byte("3")); err != nil {
+		t.Fatal(err)
+	}
+	ws := fc.writesOf(api.MethodKVPut)
+	first, last := ws[0], ws[len(ws)-1]
+	if first.cid == last.cid {
+		t.Errorf("the write after an abandoned one reused client id %x", first.cid)
+	}
+	// An answered write keeps its lane.
+	if _, err := c.KV().Put(testCtx(t), "k", []byte("4")); err != nil {
+		t.Fatal(err)
+	}
+	ws = fc.writesOf(api.MethodKVPut)
+	if next := ws[len(ws)-1]; next.cid != last.cid || next.seq != last.seq+1 {
+		t.Errorf("answered write on (%x, %d), next on (%x, %d): want the same lane, next seq", last.cid, last.seq, next.cid, next.seq)
+	}
+}

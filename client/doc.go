@@ -68,7 +68,10 @@
 //     was sent, not when its answer arrived.
 //  5. At most one write is in flight per ClientID; all attempts of one
 //     write carry the same (ClientID, Seq), except lock acquires (fresh
-//     Seq per attempt, same lane).
+//     Seq per attempt, same lane). A lane whose write was abandoned
+//     without an answer is never used again, so a newer Seq on a lane
+//     always means the same call was sent again (what lets the server
+//     tell a re-sent acquire from an abandoned one: see lock.go).
 //  6. A watch delivers each revision at most once and in order, and
 //     resumes from the revision after the last one delivered; it ends
 //     with an error (never silently skips) if the history was compacted.

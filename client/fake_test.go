@@ -522,8 +522,11 @@ func (fc *fakeCluster) settleLocked(name string) {
 	}
 }
 
-// acquire grants at once, or queues and waits for the grant; a wait that
-// ends without one is withdrawn (and a grant that raced it released).
+// acquire grants at once, or queues and waits for the grant. A wait whose
+// call ends without it is withdrawn (and a grant that raced it released),
+// unless the client has since sent a newer Seq on the same lane: then it
+// re-sent this acquire, and the wait belongs to that call (the guard the
+// real server needs too: see handle in lock.go).
 func (n *fakeNode) acquire(ctx context.Context, req *api.LockAcquireRequest) (*api.LockAcquireResponse, error) {
 	if err := n.enter(ctx, api.MethodLockAcquire); err != nil {
 		return nil, err
@@ -582,12 +585,26 @@ func (n *fakeNode) acquire(ctx context.Context, req *api.LockAcquireRequest) (*a
 			fc.mu.Unlock()
 			return nil, api.Errorf(api.CodeSessionNotFound, "session %s ended while waiting", req.Session)
 		}
+		queued := false
+		for _, w := range l.waiters {
+			queued = queued || w.WaitID == waitID
+		}
+		if !queued {
+			fc.mu.Unlock()
+			return nil, api.Errorf(api.CodeUnavailable, "wait %d of lock %q was withdrawn; send the acquire again", waitID, req.Name)
+		}
 		ch := fc.changed
 		fc.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			fc.mu.Lock()
+			if d := fc.dedup[req.Write.ClientID]; d.seq != req.Write.Seq {
+				// The client sent the acquire again (a newer Seq on its
+				// lane): the wait is that call's now; leave it alone.
+				fc.mu.Unlock()
+				return nil, ctx.Err()
+			}
 			kept := l.waiters[:0]
 			for _, w := range l.waiters {
 				if w.WaitID != waitID {

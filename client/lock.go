@@ -20,6 +20,16 @@ import (
 // that may say "queued" about a wait the server has since withdrawn
 // because the first attempt's connection died; and an older attempt that
 // arrives after a newer one is refused as stale, never applied.
+//
+// What this expects of the server: when a waiting acquire's call ends
+// without the client (its connection died, its deadline passed), the
+// server withdraws the wait (releasing a grant that raced the
+// withdrawal) only if the client's last Seq on that lane is still the
+// abandoned call's. A newer Seq on the lane means the client sent the
+// acquire again and the wait (or grant) is that call's; the client never
+// reuses a lane after a call it abandoned, so nothing else can advance
+// it. Without this guard a late withdrawal can take back a grant the
+// retry already reported as held.
 type handle struct {
 	s     *Session
 	name  string
@@ -164,7 +174,9 @@ var closedChan = func() chan struct{} {
 //
 // The lock is held until Unlock or until the session ends; Lost (or the
 // session's Done) signals the end. Mutexes of one session for one name
-// share the server's grant. A Mutex is safe for concurrent use.
+// share the server's grant: an Unlock through one releases it for all,
+// and the others do not see it (use one Mutex per lock and session). A
+// Mutex is safe for concurrent use.
 type Mutex struct{ h *handle }
 
 // Mutex returns the exclusive lock name, held through this session.

@@ -45,6 +45,10 @@ func TestSessionCreateAndKeepalive(t *testing.T) {
 	if err != nil || info.Session.ClientID != c.ID() {
 		t.Errorf("session info %+v, %v; want client id %x (sessions are created on the primary lane)", info, err, c.ID())
 	}
+	list, err := c.Sessions(ctx, WithStale())
+	if err != nil || len(list.Sessions) != 1 || list.Sessions[0].ID != s.ID() || list.Sessions[0].Name != "worker-1" {
+		t.Errorf("Sessions: %+v, %v", list, err)
+	}
 	// Keepalives every TTL/3 keep it alive well past its TTL.
 	start := time.Now()
 	waitFor(t, 5*time.Second, "3 TTLs with keepalives", func() bool { return time.Since(start) > 3*testTTL && keepalives(fc) >= 6 })
