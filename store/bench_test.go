@@ -276,7 +276,10 @@ func BenchmarkOpen100k(b *testing.B) {
 	l.report(b)
 }
 
-var measureOptions = flag.Bool("store.measure-options", false, "run TestMeasureBoltOptions (slow; prints a table)")
+var (
+	measureOptions = flag.Bool("store.measure-options", false, "run TestMeasureBoltOptions (slow; prints a table)")
+	measureEntries = flag.Int("store.measure-entries", 100_000, "entries TestMeasureBoltOptions writes before compacting 90% of them")
+)
 
 // optionVariant is one bbolt configuration under measurement.
 type optionVariant struct {
@@ -298,8 +301,9 @@ var optionVariants = []optionVariant{
 
 // TestMeasureBoltOptions compares the choices in boltOptions and
 // appendFillPercent with bbolt's defaults, one change at a time. Each
-// variant gets a log that has been compacted (100,000 entries written,
-// 90,000 deleted: thousands of free pages, as on a long-running member);
+// variant gets a log that has been compacted (-store.measure-entries
+// written, 90% of them deleted: thousands of free pages, as on a
+// long-running member);
 // then rounds of Save calls at batch 1 and 64 run interleaved across the
 // variants, so that noise from other work on the machine hits all alike.
 // It is a measurement, not a test: it runs only with
@@ -330,12 +334,13 @@ func TestMeasureBoltOptions(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.fill = v.fill
-		fill(t, s, 1, 100_000)
+		total := consensus.Index(*measureEntries)
+		fill(t, s, 1, total)
 		start := time.Now()
-		if err := s.DeletePrefix(90_000); err != nil {
+		if err := s.DeletePrefix(total * 9 / 10); err != nil {
 			t.Fatal(err)
 		}
-		states[i] = &state{s: s, dir: dir, next: 100_001, compact: time.Since(start)}
+		states[i] = &state{s: s, dir: dir, next: total + 1, compact: time.Since(start)}
 		defer s.Close()
 	}
 	save := func(st *state, n int, l *latencies) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -407,5 +408,15 @@ func rewrite(t testing.TB, dir string, fn func(*bolt.Tx) error) {
 	defer db.Close()
 	if err := db.Update(fn); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestOpenFailsOnUnusableDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(file, Options{}); err == nil || !strings.Contains(err.Error(), file) {
+		t.Fatalf("Open on a regular file: %v, want an error naming it", err)
 	}
 }

@@ -350,3 +350,67 @@ func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// metaTestStore writes a few transactions and returns the dir, the bbolt
+// file and its page size.
+func metaTestStore(t *testing.T) (dir, path string, pageSize int) {
+	t.Helper()
+	dir = t.TempDir()
+	s := openT(t, dir)
+	for i := consensus.Index(1); i <= 30; i += 10 {
+		mustStore(t, s, mkEntries(i, i+9, 1))
+	}
+	pageSize = s.db.Info().PageSize
+	s.Close()
+	return dir, filepath.Join(dir, DBFileName), pageSize
+}
+
+// bbolt silently falls back to the older meta page when the newer is
+// damaged; Open refuses instead, whichever of the two it is.
+func TestOpenRefusesDamagedMetaPage(t *testing.T) {
+	for page := 0; page < 2; page++ {
+		t.Run(fmt.Sprintf("page=%d", page), func(t *testing.T) {
+			dir, path, ps := metaTestStore(t)
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 1)
+			off := int64(page*ps + boltPageHeaderLen + 50) // inside the txid
+			f.ReadAt(b, off)
+			b[0] ^= 0x04
+			f.WriteAt(b, off)
+			f.Close()
+			_, err = Open(dir, Options{})
+			wantCorrupt(t, err, 0, fmt.Sprintf("bbolt meta page %d is damaged", page))
+		})
+	}
+}
+
+// A meta page older than its twin by more than one transaction (part of
+// the file restored from an older copy) is refused too.
+func TestOpenRefusesStaleMetaPage(t *testing.T) {
+	dir, path, ps := metaTestStore(t)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m0, m1 := parseBoltMeta(raw[:ps]), parseBoltMeta(raw[ps:2*ps])
+	older := 0
+	if m1.txid < m0.txid {
+		older = 1
+	}
+	stale := bytes.Clone(raw[older*ps : (older+1)*ps])
+	s := openT(t, dir)
+	mustStore(t, s, mkEntries(31, 31, 1))
+	mustStore(t, s, mkEntries(32, 32, 1))
+	s.Close()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(stale, int64(older*ps))
+	f.Close()
+	_, err = Open(dir, Options{})
+	wantCorrupt(t, err, 0, "not consecutive")
+}

@@ -30,12 +30,19 @@
 //  5. Nothing corrupt is returned: every entry read is decoded, its key
 //     checked against its index and its CRC-32C verified; the stable
 //     records carry their own CRC. Open scans the whole log and the stable
-//     records and refuses to open a store that fails (a *CorruptError
-//     saying what, where, and how to recover). Entries are also verified
-//     before they are written.
-//  6. Nothing returned aliases the bbolt mmap: values are decoded (copied)
+//     records, through a read-only bbolt handle and before bbolt opens the
+//     file for writing (whose open walks every page in a goroutine where a
+//     corrupt offset would be an unrecoverable fault), and refuses to open
+//     a store that fails: a *CorruptError saying what, where, and how to
+//     recover. Entries are also verified before they are written, and a
+//     batch whose terms go down is refused.
+//  6. No silent rollback: bbolt falls back to its older meta page when the
+//     newer is damaged, dropping the last committed transaction without a
+//     word. Open first checks that both meta pages are intact and one
+//     transaction apart, and refuses the file otherwise.
+//  7. Nothing returned aliases the bbolt mmap: values are decoded (copied)
 //     inside the read transaction.
-//  7. A snapshot is visible under its final name only once complete: it is
+//  8. A snapshot is visible under its final name only once complete: it is
 //     written to a temp file, fsynced, renamed, and the directory fsynced.
 //     Latest verifies a snapshot's metadata and CRC over all its bytes
 //     before handing it out, skips (and logs) any snapshot that fails, and
