@@ -178,8 +178,10 @@ func open(dir string, opts Options, bopts func(Options) *bolt.Options, verify bo
 		return nil, err
 	}
 	path := filepath.Join(dir, DBFileName)
-	_, statErr := os.Stat(path)
-	exists := statErr == nil
+	// An empty file is one whose creator died before bbolt initialized it:
+	// nothing was ever stored, so it is treated as new.
+	fi, statErr := os.Stat(path)
+	exists := statErr == nil && fi.Size() > 0
 	start := time.Now()
 	var sum summary
 	if verify && exists {

@@ -420,3 +420,16 @@ func TestOpenFailsOnUnusableDir(t *testing.T) {
 		t.Fatalf("Open on a regular file: %v, want an error naming it", err)
 	}
 }
+
+// A process that died between creating raft.db and bbolt's first write
+// leaves an empty file; that is a new store, not a corrupt one.
+func TestOpenEmptyFileIsNewStore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, DBFileName), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openT(t, dir)
+	checkLog(t, s, nil)
+	mustStore(t, s, mkEntries(1, 3, 1))
+	checkLog(t, s, mkEntries(1, 3, 1))
+}
