@@ -170,8 +170,8 @@ func open(dir string, opts Options, bopts func(Options) *bolt.Options, verify bo
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("store options: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data dir %s: %w", dir, err)
+	if err := mkdirDurable(dir); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
@@ -355,6 +355,38 @@ func (s *BoltStore) closedErr(err error) error {
 		return fmt.Errorf("%s: %w", s.path, ErrClosed)
 	}
 	return err
+}
+
+// mkdirDurable creates dir and any missing parents, and fsyncs the parent
+// of each directory it created, so that the new directories survive a
+// power loss along with what is later written in them.
+func mkdirDurable(dir string) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		_, err := os.Stat(d)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("checking %s: %w", d, err)
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(created) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	for _, d := range created {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // syncDir fsyncs a directory so that entries created or renamed in it

@@ -147,9 +147,8 @@ func (s *BoltStore) save(hs *consensus.HardState, ents []consensus.Entry) error 
 	if hs == nil && len(ents) == 0 {
 		return nil
 	}
-	what := describeWrite(hs, ents)
 	if err := checkBatch(ents); err != nil {
-		return fmt.Errorf("%s: refusing to store %s: %w", s.path, what, err)
+		return fmt.Errorf("%s: refusing to store %s: %w", s.path, describeWrite(hs, ents), err)
 	}
 	var hsVal []byte
 	if hs != nil {
@@ -172,7 +171,7 @@ func (s *BoltStore) save(hs *consensus.HardState, ents []consensus.Entry) error 
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("%s: storing %s: %w", s.path, what, err)
+		return fmt.Errorf("%s: storing %s: %w", s.path, describeWrite(hs, ents), err)
 	}
 	return nil
 }

@@ -433,3 +433,16 @@ func TestOpenEmptyFileIsNewStore(t *testing.T) {
 	mustStore(t, s, mkEntries(1, 3, 1))
 	checkLog(t, s, mkEntries(1, 3, 1))
 }
+
+func TestMkdirDurableCreatesParents(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b", "c")
+	if err := mkdirDurable(dir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("%s not created: %v", dir, err)
+	}
+	if err := mkdirDurable(dir); err != nil {
+		t.Fatalf("again: %v", err)
+	}
+}

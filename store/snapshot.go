@@ -92,8 +92,8 @@ func NewFileSnapshotStore(dir string, opts SnapshotOptions) (*FileSnapshotStore,
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating snapshot dir %s: %w", dir, err)
+	if err := mkdirDurable(dir); err != nil {
+		return nil, fmt.Errorf("creating snapshot dir: %w", err)
 	}
 	s := &FileSnapshotStore{dir: dir, retain: opts.Retain, logger: opts.Logger, h: newHandle()}
 	des, err := os.ReadDir(dir)
