@@ -353,9 +353,10 @@ func TestAbandonedWriteRetiresItsLane(t *testing.T) {
 		n.hook = func(ctx context.Context, method uint16) error {
 			select {
 			case <-release:
+				return nil
 			case <-ctx.Done():
+				return ctx.Err()
 			}
-			return nil
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

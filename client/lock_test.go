@@ -10,11 +10,17 @@ import (
 	"github.com/lockd/lockd/api"
 )
 
+// newSessions makes n sessions with a TTL long enough not to expire under
+// a loaded test machine; tests of expiry use testTTL themselves.
 func newSessions(t *testing.T, c *Client, n int) []*Session {
+	return newSessionsTTL(t, c, n, 2*time.Second)
+}
+
+func newSessionsTTL(t *testing.T, c *Client, n int, ttl time.Duration) []*Session {
 	t.Helper()
 	var out []*Session
 	for range n {
-		s, err := c.NewSession(testCtx(t), WithTTL(testTTL))
+		s, err := c.NewSession(testCtx(t), WithTTL(ttl))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +256,7 @@ func TestLockNeverSucceedsAfterSessionLoss(t *testing.T) {
 	t.Run("keepalives stop getting through while waiting", func(t *testing.T) {
 		fc := newFakeCluster(t, 1)
 		c, _ := newTestClient(t, fc.addrs(), nil)
-		ss := newSessions(t, c, 2)
+		ss := newSessionsTTL(t, c, 2, testTTL)
 		if err := ss[0].Mutex("m").Lock(testCtx(t)); err != nil {
 			t.Fatal(err)
 		}
@@ -268,7 +274,7 @@ func TestLockNeverSucceedsAfterSessionLoss(t *testing.T) {
 func TestLostSignalsWhenTheSessionEnds(t *testing.T) {
 	fc := newFakeCluster(t, 1)
 	c, _ := newTestClient(t, fc.addrs(), nil)
-	s := newSessions(t, c, 1)[0]
+	s := newSessionsTTL(t, c, 1, testTTL)[0]
 	m := s.Mutex("m")
 	if err := m.Lock(testCtx(t)); err != nil {
 		t.Fatal(err)
