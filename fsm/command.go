@@ -120,10 +120,17 @@ type LockRelease struct {
 // LockCancel withdraws the wait WaitID; if that wait was granted in the
 // meantime, the grant is released, so a caller that gave up never leaks a
 // lock.
+//
+// ClientID and Seq, if set, name the acquire request that queued the wait:
+// the cancel is skipped if that client has sent a newer request since (a
+// retry of the same acquire through another node, which must not be
+// undone by the first node's late withdrawal).
 type LockCancel struct {
-	Name    string     `codec:"n"`
-	Session session.ID `codec:"s"`
-	WaitID  uint64     `codec:"w"`
+	Name     string     `codec:"n"`
+	Session  session.ID `codec:"s"`
+	WaitID   uint64     `codec:"w"`
+	ClientID uint64     `codec:"c,omitempty"`
+	Seq      uint64     `codec:"q,omitempty"`
 }
 
 // Put writes a key; Session binds it to a session (ephemeral).

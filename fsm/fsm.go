@@ -81,6 +81,9 @@ type Result struct {
 	Granted []api.Grant  `codec:"granted,omitempty"`
 	// Checkpointed lists the replicated deadlines a checkpoint stored.
 	Checkpointed []SessionDeadline `codec:"cps,omitempty"`
+	// Withdrawn lists waits a cancel removed, so callers blocked on them
+	// are told.
+	Withdrawn []uint64 `codec:"wd,omitempty"`
 	// Duplicate marks a remembered result returned for a retried sequence.
 	Duplicate bool `codec:"dup,omitempty"`
 }

@@ -393,3 +393,33 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		t.Fatal("a truncated snapshot was restored")
 	}
 }
+
+// A node that gave up on a waiting acquire withdraws it late, after the
+// client already re-sent the acquire (same lane, newer sequence) through
+// another node and was granted: the late withdrawal must not undo it.
+func TestLateCancelOfRetriedAcquireIsSkipped(t *testing.T) {
+	h := newT(t)
+	a, b := h.session(10*time.Second), h.session(10*time.Second)
+	g := h.ok(acquire("l", a, api.Exclusive, 0, false)).Grant
+	first := acquire("l", b, api.Exclusive, 0, true)
+	first.ClientID, first.Seq = 42, 1
+	w := h.ok(first).Wait
+	retry := acquire("l", b, api.Exclusive, 0, true)
+	retry.ClientID, retry.Seq = 42, 2
+	if again := h.ok(retry).Wait; again == nil || again.WaitID != w.WaitID {
+		t.Fatalf("the retry should find the same wait: %+v", again)
+	}
+	granted := h.ok(release("l", a, g.Token)).Granted
+	if len(granted) != 1 || granted[0].Session != b {
+		t.Fatalf("b should hold the lock: %+v", granted)
+	}
+	late := h.ok(Command{Kind: KindLockCancel, LockCancel: &LockCancel{Name: "l", Session: b, WaitID: w.WaitID, ClientID: 42, Seq: 1}})
+	if len(late.Withdrawn) != 0 || len(h.f.Lock("l").Holders) != 1 {
+		t.Fatalf("a late cancel of a superseded request released the retry's grant: %+v, holders %+v", late, h.f.Lock("l").Holders)
+	}
+	// The cancel of the current request still works.
+	cur := h.ok(Command{Kind: KindLockCancel, LockCancel: &LockCancel{Name: "l", Session: b, WaitID: w.WaitID, ClientID: 42, Seq: 2}})
+	if len(h.f.Lock("l").Holders) != 0 {
+		t.Fatalf("the cancel of the current request should release the raced grant: %+v", cur)
+	}
+}

@@ -226,8 +226,14 @@ func (f *FSM) cancel(c *LockCancel) *Result {
 	if l == nil {
 		return res
 	}
+	if c.ClientID != 0 {
+		if d, ok := f.dedup[c.ClientID]; ok && d.Seq != c.Seq {
+			return res // superseded by a newer request of that client
+		}
+	}
 	if s, ok := f.sessions[c.Session]; ok && s.waits[c.Name] == c.WaitID && l.removeWait(c.WaitID) {
 		delete(s.waits, c.Name)
+		res.Withdrawn = append(res.Withdrawn, c.WaitID)
 		// The head waiter leaving may let the next ones in.
 		f.settle(l, res)
 		return res

@@ -575,9 +575,14 @@ func (m *refModel) cancel(c *LockCancel) *Result {
 	if l == nil {
 		return &Result{}
 	}
+	if c.ClientID != 0 {
+		if d := m.dedupOf(c.ClientID); d != nil && d.seq != c.Seq {
+			return &Result{} // a newer request of that client supersedes it
+		}
+	}
 	if i := l.waiterIdx(c.Session); i >= 0 && l.waiters[i].WaitID == c.WaitID {
 		l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
-		return &Result{Granted: m.settle(l)}
+		return &Result{Granted: m.settle(l), Withdrawn: []uint64{c.WaitID}}
 	}
 	if i := l.holderIdx(c.Session); i >= 0 && c.WaitID != 0 && l.holders[i].WaitID == c.WaitID {
 		l.holders = append(l.holders[:i], l.holders[i+1:]...)

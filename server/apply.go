@@ -34,6 +34,9 @@ func (a *applier) Apply(e consensus.Entry) any {
 	if len(res.Granted) > 0 {
 		s.waits.granted(res.Granted)
 	}
+	if len(res.Withdrawn) > 0 {
+		s.waits.withdrawn(res.Withdrawn)
+	}
 	s.changes.notify()
 	return res
 }
@@ -67,39 +70,69 @@ type waiter struct {
 	ch      chan outcome // capacity 1: the applier never blocks
 }
 
-// waitTable routes grants of queued waits (by wait id) to the calls
-// blocked on them.
+// waitTable routes the fate of queued waits (by wait id) to the calls
+// blocked on them. Several calls may wait on one wait id (a retried
+// acquire answered with the same wait).
 type waitTable struct {
-	mu    sync.Mutex
-	byID  map[uint64]*waiter
-	limit int
+	mu   sync.Mutex
+	byID map[uint64][]*waiter
 }
 
-func newWaitTable() *waitTable { return &waitTable{byID: map[uint64]*waiter{}} }
+func newWaitTable() *waitTable { return &waitTable{byID: map[uint64][]*waiter{}} }
 
 func (t *waitTable) add(waitID uint64, sess session.ID) *waiter {
 	w := &waiter{session: sess, ch: make(chan outcome, 1)}
 	t.mu.Lock()
-	t.byID[waitID] = w
+	t.byID[waitID] = append(t.byID[waitID], w)
 	t.mu.Unlock()
 	return w
 }
 
-func (t *waitTable) remove(waitID uint64) {
+func (t *waitTable) remove(waitID uint64, w *waiter) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	ws := t.byID[waitID]
+	for i := range ws {
+		if ws[i] == w {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(t.byID, waitID)
+	} else {
+		t.byID[waitID] = ws
+	}
+}
+
+// settle hands o to every call waiting on waitID. Caller holds mu.
+func (t *waitTable) settleLocked(waitID uint64, o outcome) {
+	for _, w := range t.byID[waitID] {
+		select {
+		case w.ch <- o:
+		default: // already settled
+		}
+	}
 	delete(t.byID, waitID)
-	t.mu.Unlock()
 }
 
 func (t *waitTable) granted(gs []api.Grant) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range gs {
-		if w, ok := t.byID[gs[i].WaitID]; ok && gs[i].WaitID != 0 {
-			delete(t.byID, gs[i].WaitID)
+		if gs[i].WaitID != 0 {
 			g := gs[i]
-			w.ch <- outcome{grant: &g}
+			t.settleLocked(g.WaitID, outcome{grant: &g})
 		}
+	}
+}
+
+func (t *waitTable) withdrawn(ids []uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, id := range ids {
+		t.settleLocked(id, outcome{err: api.Errorf(api.CodeUnavailable,
+			"the wait was withdrawn by an earlier attempt of this acquire; retry")})
 	}
 }
 
@@ -110,10 +143,9 @@ func (t *waitTable) ended(ids []session.ID) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for wid, w := range t.byID {
-		if dead[w.session] {
-			delete(t.byID, wid)
-			w.ch <- outcome{err: api.Errorf(api.CodeSessionNotFound, "session %s ended while waiting for the lock", w.session)}
+	for wid, ws := range t.byID {
+		if len(ws) > 0 && dead[ws[0].session] {
+			t.settleLocked(wid, outcome{err: api.Errorf(api.CodeSessionNotFound, "session %s ended while waiting for the lock", ws[0].session)})
 		}
 	}
 }

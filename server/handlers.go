@@ -231,7 +231,7 @@ func (s *Server) onLockAcquire(ctx context.Context, req *api.LockAcquireRequest)
 // the log, which also releases a grant that raced the give-up.
 func (s *Server) awaitGrant(ctx context.Context, req *api.LockAcquireRequest, w api.Waiter) (*api.LockAcquireResponse, error) {
 	wt := s.waits.add(w.WaitID, req.Session)
-	defer s.waits.remove(w.WaitID)
+	defer s.waits.remove(w.WaitID, wt)
 	// The grant may have been applied before we registered.
 	if g, ok := s.grantFor(req.Name, req.Session, w.WaitID); ok {
 		return &api.LockAcquireResponse{Grant: g}, nil
@@ -248,7 +248,8 @@ func (s *Server) awaitGrant(ctx context.Context, req *api.LockAcquireRequest, w 
 	// Withdraw with a fresh context: the caller's is done.
 	cctx, cancel := context.WithTimeout(context.Background(), s.cfg.LeaderWait)
 	defer cancel()
-	_, err := s.write(cctx, &fsm.Command{Kind: fsm.KindLockCancel, LockCancel: &fsm.LockCancel{Name: req.Name, Session: req.Session, WaitID: w.WaitID}})
+	_, err := s.write(cctx, &fsm.Command{Kind: fsm.KindLockCancel, LockCancel: &fsm.LockCancel{Name: req.Name, Session: req.Session,
+		WaitID: w.WaitID, ClientID: req.Write.ClientID, Seq: req.Write.Seq}})
 	if err != nil {
 		s.logger.Warn("could not withdraw an abandoned lock wait; the session's end will", "lock", req.Name, "session", req.Session.String(), "error", err)
 	}
