@@ -64,6 +64,8 @@ func refuse(code Code, sentinel error, format string, args ...any) *handshakeErr
 // serverPolicy is what the server checks a Hello against.
 type serverPolicy struct {
 	clusterID string
+	// anyCluster accepts a hello that names no cluster.
+	anyCluster bool
 }
 
 // readHello reads and checks the first frame of a connection on the
@@ -99,7 +101,7 @@ func readHello(fr *frameReader, dec *decoder, p serverPolicy) (hello, uint16, er
 			"client speaks protocol versions %d..%d, this node speaks %d..%d",
 			hi.MinVersion, hi.MaxVersion, MinProtocolVersion, MaxProtocolVersion)
 	}
-	if hi.ClusterID != p.clusterID {
+	if hi.ClusterID != p.clusterID && !(p.anyCluster && hi.ClusterID == "") {
 		return hello{}, 0, refuse(CodeClusterMismatch, ErrClusterMismatch,
 			"client belongs to cluster %q, this node to cluster %q", hi.ClusterID, p.clusterID)
 	}
@@ -142,7 +144,9 @@ func readHelloAck(fr *frameReader, dec *decoder, table *ErrorTable, addr, cluste
 		return helloAck{}, fmt.Errorf("%w: server chose protocol version %d, this client speaks %d..%d",
 			ErrVersionMismatch, ack.Version, MinProtocolVersion, MaxProtocolVersion)
 	}
-	if ack.ClusterID != clusterID {
+	// A client that names no cluster takes whichever the server is in
+	// (if the server admits such clients at all).
+	if ack.ClusterID != clusterID && clusterID != "" {
 		return helloAck{}, fmt.Errorf("%w: server belongs to cluster %q, this client to %q", ErrClusterMismatch, ack.ClusterID, clusterID)
 	}
 	if ack.MaxFrame < minMaxFrameSize || ack.MaxConcurrent == 0 || ack.Window == 0 {

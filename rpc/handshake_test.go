@@ -219,3 +219,32 @@ func TestDialTimeout(t *testing.T) {
 		t.Fatalf("dial took %v", d)
 	}
 }
+
+func TestUnnamedClientAdmittedOnlyWhenAllowed(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		srv, err := NewServer(ServerConfig{ClusterID: "prod", AcceptUnnamedClients: allow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = srv.Serve(l) }()
+		for _, cluster := range []string{"", "other"} {
+			c, err := NewClient(l.Addr().String(), ClientConfig{ClusterID: cluster})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = c.Call(ctx, 999, &struct{}{}, &struct{}{})
+			cancel()
+			_ = c.Close()
+			admitted := errors.Is(err, ErrUnknownMethod) // the handshake passed
+			if want := allow && cluster == ""; admitted != want {
+				t.Errorf("allow=%v cluster=%q: err %v; admitted %v, want %v", allow, cluster, err, admitted, want)
+			}
+		}
+		_ = srv.Close()
+	}
+}

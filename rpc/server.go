@@ -30,6 +30,9 @@ type ServerConfig struct {
 	// ClusterID must match the client's; a client of another cluster is
 	// refused during the handshake.
 	ClusterID string
+	// AcceptUnnamedClients also admits clients that name no cluster (a
+	// user's client that does not care); peers always name theirs.
+	AcceptUnnamedClients bool
 	// Name describes this server to clients ("node 1"). Optional.
 	Name string
 	// TLS, if set, is used for every connection: see ServerTLS.

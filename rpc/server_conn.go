@@ -72,7 +72,7 @@ func (sc *serverConn) serve(nc net.Conn) {
 	sc.localWindow = cfg.StreamWindow
 	sc.peerMaxFrame = maxHelloSize
 
-	hi, version, err := readHello(fr, sc.dec, serverPolicy{clusterID: cfg.ClusterID})
+	hi, version, err := readHello(fr, sc.dec, serverPolicy{clusterID: cfg.ClusterID, anyCluster: cfg.AcceptUnnamedClients})
 	if err != nil {
 		var he *handshakeError
 		if errors.As(err, &he) {

@@ -17,15 +17,16 @@ import (
 // client calls too) and the internal forwarding methods on the peer one.
 func (s *Server) startRPC() error {
 	var err error
-	mk := func(name string, maxFrame int) (*rpc.Server, error) {
-		return rpc.NewServer(rpc.ServerConfig{ClusterID: s.cfg.ClusterID, Name: s.cfg.Name + " " + name,
-			Errors: s.errors, MaxFrameSize: maxFrame, Logger: s.cfg.Logger.Named("rpc-" + name)})
+	mk := func(name string, maxFrame int, anyCluster bool) (*rpc.Server, error) {
+		return rpc.NewServer(rpc.ServerConfig{ClusterID: s.cfg.ClusterID, AcceptUnnamedClients: anyCluster,
+			Name: s.cfg.Name + " " + name, Errors: s.errors, MaxFrameSize: maxFrame, Logger: s.cfg.Logger.Named("rpc-" + name)})
 	}
-	if s.clientSrv, err = mk("client", 0); err != nil {
+	// Clients may leave the cluster id out; peers must name it.
+	if s.clientSrv, err = mk("client", 0, true); err != nil {
 		return err
 	}
 	// Peer frames carry whole appends: room for the largest entry.
-	if s.peerSrv, err = mk("peer", 8<<20); err != nil {
+	if s.peerSrv, err = mk("peer", 8<<20, false); err != nil {
 		return err
 	}
 	for _, srv := range []*rpc.Server{s.clientSrv, s.peerSrv} {
