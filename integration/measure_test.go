@@ -216,7 +216,7 @@ func TestMeasureLockHandoverAfterHolderDeath(t *testing.T) {
 	}()
 	time.Sleep(200 * time.Millisecond) // the waiter is queued (the subject here is elapsed time)
 	death := time.Now()
-	holder.Orphan()         // the holder's process is gone: no more keepalives
+	holder.Orphan()          // the holder's process is gone: no more keepalives
 	_ = holderClient.Close() // and no more connections
 	select {
 	case at := <-got:
