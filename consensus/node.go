@@ -165,6 +165,7 @@ type Node struct {
 	readSlots chan struct{}
 
 	readSeq atomic.Uint64
+	metrics *NodeMetrics
 
 	stopOnce sync.Once
 	stopc    chan struct{} // closed by Stop
@@ -212,6 +213,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	// an answer addressed to a request from before a restart from matching
 	// a new request with the same id.
 	n.readSeq.Store(uint64(cfg.Now().UnixNano()))
+	n.metrics = newNodeMetrics()
 	n.initLoop(core, st)
 	n.publish()
 	n.logger.Info("node started", "id", id, "term", st.HardState.Term, "commit", st.HardState.Commit,
@@ -468,3 +470,7 @@ func (n *Node) publish() {
 	n.status = st
 	n.mu.Unlock()
 }
+
+// Metrics returns the node's counters (live values, safe to read at any
+// time).
+func (n *Node) Metrics() *NodeMetrics { return n.metrics }

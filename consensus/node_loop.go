@@ -176,7 +176,9 @@ func (n *Node) proposeBatch(first *proposal) {
 		return
 	}
 	index, term, err := n.core.Propose(n.cfg.Now().UnixNano(), data...)
+	n.metrics.Proposals.Add(uint64(len(live)))
 	if err != nil {
+		n.metrics.ProposalsFailed.Add(uint64(len(live)))
 		err = n.withLeaderAddr(err)
 		for _, p := range live {
 			n.settleProposal(p, nil, err)
@@ -276,6 +278,8 @@ func (n *Node) persist(rd Ready) error {
 	if hs == nil && len(rd.Entries) == 0 {
 		return nil
 	}
+	start := time.Now()
+	defer func() { n.metrics.Persist.Observe(time.Since(start)) }()
 	if n.batch != nil {
 		if err := n.batch.Save(hs, rd.Entries); err != nil {
 			return fmt.Errorf("saving %d entries and hard state: %w", len(rd.Entries), err)
@@ -312,7 +316,9 @@ func (n *Node) apply(ents []Entry) {
 		e := ents[i]
 		var value any
 		if e.Type == EntryNormal {
+			start := time.Now()
 			value = n.cfg.StateMachine.Apply(e)
+			n.metrics.Apply.Observe(time.Since(start))
 		}
 		n.applied = e.Index
 		if ws, ok := n.proposals[e.Index]; ok {
