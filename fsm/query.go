@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"sort"
 	"strings"
 
 	"github.com/lockd/lockd/api"
@@ -154,7 +153,7 @@ func (f *FSM) NextWakeup() (int64, bool) {
 
 // Stats counts what the state machine holds.
 type Stats struct {
-	Keys, Sessions, Locks, HistoryEvents, DedupClients int
+	Keys, Sessions, Locks, Waiters, HistoryEvents, DedupClients int
 	Revision                                           int64
 	Index                                              uint64
 }
@@ -163,11 +162,11 @@ type Stats struct {
 func (f *FSM) Stats() Stats {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return Stats{Keys: len(f.kv), Sessions: len(f.sessions), Locks: len(f.locks), HistoryEvents: len(f.history.live()),
-		DedupClients: len(f.dedup), Revision: f.revision, Index: f.index}
+	waiters := 0
+	for _, l := range f.locks {
+		waiters += len(l.waiters)
+	}
+	return Stats{Keys: len(f.kv), Sessions: len(f.sessions), Locks: len(f.locks), Waiters: waiters,
+		HistoryEvents: len(f.history.live()), DedupClients: len(f.dedup), Revision: f.revision, Index: f.index}
 }
 
-// sortGrants orders grants by token (for stable output).
-func sortGrants(gs []api.Grant) {
-	sort.Slice(gs, func(i, j int) bool { return gs[i].Token < gs[j].Token })
-}

@@ -231,6 +231,8 @@ func (s *Server) onLockAcquire(ctx context.Context, req *api.LockAcquireRequest)
 // session ends, or the call gives up — then the wait is withdrawn through
 // the log, which also releases a grant that raced the give-up.
 func (s *Server) awaitGrant(ctx context.Context, req *api.LockAcquireRequest, w api.Waiter) (*api.LockAcquireResponse, error) {
+	s.blockedAcquires.Add(1)
+	defer s.blockedAcquires.Add(-1)
 	wt := s.waits.add(w.WaitID, req.Session)
 	defer s.waits.remove(w.WaitID, wt)
 	// The grant may have been applied before we registered.
@@ -387,6 +389,8 @@ func (s *Server) onWatch(ctx context.Context, req *api.WatchRequest, st *rpc.Ser
 	if err := s.cfg.FSM.Limits.CheckKey("watch key", req.Key); err != nil && !(req.Prefix && req.Key == "") {
 		return err
 	}
+	s.watchers.Add(1)
+	defer s.watchers.Add(-1)
 	from := req.FromRevision
 	if from <= 0 {
 		from = s.fsm.Stats().Revision + 1

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -143,6 +144,9 @@ type Server struct {
 
 	waits   *waitTable
 	changes *broadcaster // closed on every applied KV change
+
+	watchers        atomic.Int64 // open watch streams
+	blockedAcquires atomic.Int64 // acquire calls waiting for a grant
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -281,4 +285,15 @@ func (s *Server) callContext(ctx context.Context) (context.Context, context.Canc
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+}
+
+// Metrics are the server's own gauges for /metrics (the Raft node's are
+// in Node().Metrics(), the state machine's in FSM().Stats()).
+type Metrics struct {
+	Watchers, BlockedAcquires int64
+}
+
+// Metrics reads the server's gauges.
+func (s *Server) Metrics() Metrics {
+	return Metrics{Watchers: s.watchers.Load(), BlockedAcquires: s.blockedAcquires.Load()}
 }
