@@ -821,7 +821,11 @@ func (r *modelRun) checkState() {
 		r.checkEvents(from, key, prefix, r.q.Intn(5))
 	}
 
-	want := Stats{Keys: len(m.kvs), Sessions: len(m.sessions), Locks: len(m.locks), HistoryEvents: len(m.events),
+	waiters := 0
+	for _, l := range m.locks {
+		waiters += len(l.waiters)
+	}
+	want := Stats{Keys: len(m.kvs), Sessions: len(m.sessions), Locks: len(m.locks), Waiters: waiters, HistoryEvents: len(m.events),
 		DedupClients: len(m.dedup), Revision: m.revision, Index: m.index}
 	if got := f.Stats(); got != want {
 		differ("Stats()", want, got)

@@ -154,8 +154,8 @@ func (f *FSM) NextWakeup() (int64, bool) {
 // Stats counts what the state machine holds.
 type Stats struct {
 	Keys, Sessions, Locks, Waiters, HistoryEvents, DedupClients int
-	Revision                                           int64
-	Index                                              uint64
+	Revision                                                    int64
+	Index                                                       uint64
 }
 
 // Stats returns counts for metrics and status.
@@ -169,4 +169,3 @@ func (f *FSM) Stats() Stats {
 	return Stats{Keys: len(f.kv), Sessions: len(f.sessions), Locks: len(f.locks), Waiters: waiters,
 		HistoryEvents: len(f.history.live()), DedupClients: len(f.dedup), Revision: f.revision, Index: f.index}
 }
-
