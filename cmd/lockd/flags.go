@@ -1,0 +1,112 @@
+package main
+
+import (
+	"io"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Flag names.
+const (
+	flagName              = "name"
+	flagDataDir           = "data-dir"
+	flagClientAddr        = "client-addr"
+	flagPeerAddr          = "peer-addr"
+	flagHTTPAddr          = "http-addr"
+	flagInitialCluster    = "initial-cluster"
+	flagClusterID         = "cluster-id"
+	flagTick              = "tick"
+	flagElectionTicks     = "election-ticks"
+	flagHeartbeatTicks    = "heartbeat-ticks"
+	flagSnapshotThreshold = "snapshot-threshold"
+	flagLogLevel          = "log-level"
+	flagLogFormat         = "log-format"
+	flagPprof             = "pprof"
+)
+
+// Defaults.
+const (
+	defaultName              = "n1"
+	defaultClientAddr        = "127.0.0.1:7301"
+	defaultPeerAddr          = "127.0.0.1:7401"
+	defaultHTTPAddr          = "127.0.0.1:7501"
+	defaultClusterID         = "lockd"
+	defaultTick              = 100 * time.Millisecond
+	defaultElectionTicks     = 10
+	defaultHeartbeatTicks    = 1
+	defaultSnapshotThreshold = 10000
+)
+
+const (
+	catNode    = "Node"
+	catCluster = "Cluster"
+	catRaft    = "Raft timing"
+	catOps     = "Operations"
+)
+
+func env(name string) []string { return []string{"LOCKD_" + name} }
+
+// nodeFlags returns new flag values: urfave/cli keeps parse state in
+// them, so every App needs its own.
+func nodeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: flagName, Category: catNode, Value: defaultName, EnvVars: env("NAME"),
+			Usage: "this node's `NAME`; it must appear in --initial-cluster"},
+		&cli.StringFlag{Name: flagDataDir, Category: catNode, EnvVars: env("DATA_DIR"), DefaultText: "./lockd-data/<name>",
+			Usage: "`DIR` for the node's Raft log and state (locked while the node runs)"},
+		&cli.StringFlag{Name: flagClientAddr, Category: catNode, Value: defaultClientAddr, EnvVars: env("CLIENT_ADDR"),
+			Usage: "client address (lockctl, the Go client) as `HOST:PORT`"},
+		&cli.StringFlag{Name: flagPeerAddr, Category: catNode, Value: defaultPeerAddr, EnvVars: env("PEER_ADDR"),
+			DefaultText: "this node's address in --initial-cluster, else " + defaultPeerAddr,
+			Usage:       "address to listen on for peers as `HOST:PORT` (a wildcard host may serve the address in --initial-cluster)"},
+		&cli.StringFlag{Name: flagHTTPAddr, Category: catOps, Value: defaultHTTPAddr, EnvVars: env("HTTP_ADDR"),
+			Usage: "`HOST:PORT` serving /healthz and /metrics (\"\" disables HTTP)"},
+		&cli.BoolFlag{Name: flagPprof, Category: catOps, EnvVars: env("PPROF"),
+			Usage: "serve /debug/pprof/ on --http-addr"},
+		&cli.StringFlag{Name: flagInitialCluster, Category: catCluster, EnvVars: env("INITIAL_CLUSTER"), DefaultText: "<name>=<peer-addr>, a single-node cluster",
+			Usage: "every member with its peer address, as `NAME=HOST:PORT,...`; give all nodes the same list"},
+		&cli.StringFlag{Name: flagClusterID, Category: catCluster, Value: defaultClusterID, EnvVars: env("CLUSTER_ID"),
+			Usage: "cluster `ID` that peers and clients must share; stored in the data dir at first start"},
+		&cli.DurationFlag{Name: flagTick, Category: catRaft, Value: defaultTick, EnvVars: env("TICK"),
+			Usage: "Raft tick `DURATION`; the election and heartbeat timeouts are counted in ticks"},
+		&cli.IntFlag{Name: flagElectionTicks, Category: catRaft, Value: defaultElectionTicks, EnvVars: env("ELECTION_TICKS"),
+			Usage: "minimum election timeout in `TICKS` (each timeout is drawn from [N, 2N))"},
+		&cli.IntFlag{Name: flagHeartbeatTicks, Category: catRaft, Value: defaultHeartbeatTicks, EnvVars: env("HEARTBEAT_TICKS"),
+			Usage: "leader heartbeat interval in `TICKS`"},
+		&cli.Uint64Flag{Name: flagSnapshotThreshold, Category: catRaft, Value: defaultSnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"),
+			Usage: "applied `ENTRIES` between snapshots. Accepted and checked only: snapshots and log " +
+				"compaction arrive with a later release; until then the log grows without bound"},
+		&cli.StringFlag{Name: flagLogLevel, Category: catOps, Value: "info", EnvVars: env("LOG_LEVEL"),
+			Usage: "log `LEVEL`: trace, debug, info, warn, error or off"},
+		&cli.StringFlag{Name: flagLogFormat, Category: catOps, Value: "text", EnvVars: env("LOG_FORMAT"),
+			Usage: "log `FORMAT`: text or json"},
+	}
+}
+
+// rawFromContext reads the node flags.
+func rawFromContext(c *cli.Context) rawConfig {
+	return rawConfig{
+		Name: c.String(flagName), DataDir: c.String(flagDataDir),
+		ClientAddr: c.String(flagClientAddr), PeerAddr: c.String(flagPeerAddr), HTTPAddr: c.String(flagHTTPAddr),
+		PeerAddrSet:    c.IsSet(flagPeerAddr),
+		InitialCluster: c.String(flagInitialCluster), ClusterID: c.String(flagClusterID),
+		Tick: c.Duration(flagTick), ElectionTicks: c.Int(flagElectionTicks), HeartbeatTicks: c.Int(flagHeartbeatTicks),
+		SnapshotThreshold: c.Uint64(flagSnapshotThreshold),
+		LogLevel:          c.String(flagLogLevel), LogFormat: c.String(flagLogFormat), Pprof: c.Bool(flagPprof),
+	}
+}
+
+// nodeAction runs one node until the context (signals) ends it.
+func nodeAction(stderr io.Writer) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if err := checkNoArgs(c); err != nil {
+			return err
+		}
+		cfg, err := rawFromContext(c).validate()
+		if err != nil {
+			return err
+		}
+		return runNode(c.Context, cfg, stderr, c.IsSet(flagSnapshotThreshold))
+	}
+}
