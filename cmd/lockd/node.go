@@ -109,6 +109,9 @@ func startNode(cfg nodeConfig, logger hclog.Logger) (_ *node, err error) {
 
 	// Claim the data dir only once nothing else can stop the start, and
 	// before Raft writes anything to it.
+	if err := checkMembers(cfg.DataDir, cfg.Members); err != nil {
+		return nil, err
+	}
 	if !hasIdentity {
 		if err := n.store.SetIdentity(want); err != nil {
 			return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
