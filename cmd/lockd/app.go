@@ -57,9 +57,10 @@ func oneLine(s string) string {
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:  "lockd",
-		Usage: "a replicated lock and configuration service (one node)",
+		Usage: "a replicated lock and configuration service (one node; `lockd dev` runs a local cluster)",
 		UsageText: "lockd [flags]                          start a node (no flags: a single-node cluster on loopback)\n" +
-			"lockd --name n2 --initial-cluster n1=10.0.0.1:7401,n2=10.0.0.2:7401,n3=10.0.0.3:7401 ...",
+			"lockd --name n2 --initial-cluster n1=10.0.0.1:7401,n2=10.0.0.2:7401,n3=10.0.0.3:7401 ...\n" +
+			"lockd dev --nodes 3                    a local cluster of 3 processes for demos and tests",
 		Description: "Every flag can also be set by the environment variable named in brackets.\n" +
 			"Node ids come from the position of --name in --initial-cluster sorted by name (1-based),\n" +
 			"so every node must be given the same member list.",
@@ -68,6 +69,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ErrWriter:       stderr,
 		Flags:           nodeFlags(),
 		Action:          nodeAction(stderr),
+		Commands:        []*cli.Command{devCommand(stdout, stderr)},
 		OnUsageError:    onUsageError,
 		// Errors are reported by run, never by os.Exit inside the library.
 		ExitErrHandler: func(*cli.Context, error) {},
@@ -84,7 +86,7 @@ func onUsageError(_ *cli.Context, err error, _ bool) error {
 // checkNoArgs refuses positional arguments (a typo such as "lockd n1").
 func checkNoArgs(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q: lockd takes only flags", c.Args().First())}
+		return usageError{fmt.Errorf("unexpected argument %q: lockd takes only flags, or the command dev", c.Args().First())}
 	}
 	return nil
 }

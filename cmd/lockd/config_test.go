@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/lockd/lockd/consensus"
 	"github.com/lockd/lockd/server"
 )
 
@@ -226,12 +227,15 @@ func TestFlagsAndEnvVars(t *testing.T) {
 // Bad usage is one line on stderr and exit code 2; nothing starts.
 func TestBadUsageExitsTwoWithOneLine(t *testing.T) {
 	cases := map[string][]string{
-		"unknown flag":      {"--nmae", "n1"},
-		"bad duration":      {"--tick", "fast"},
-		"positional arg":    {"n1"},
-		"malformed cluster": {"--initial-cluster", "n1=127.0.0.1"},
-		"name not in list":  {"--name", "n9", "--initial-cluster", "n1=127.0.0.1:7401"},
-		"several errors":    {"--tick", "0s", "--log-format", "xml"},
+		"unknown flag":       {"--nmae", "n1"},
+		"bad duration":       {"--tick", "fast"},
+		"positional arg":     {"n1"},
+		"malformed cluster":  {"--initial-cluster", "n1=127.0.0.1"},
+		"name not in list":   {"--name", "n9", "--initial-cluster", "n1=127.0.0.1:7401"},
+		"several errors":     {"--tick", "0s", "--log-format", "xml"},
+		"dev: too many":      {"dev", "--nodes", "10"},
+		"dev: unknown flag":  {"dev", "--node", "3"},
+		"dev: bad base port": {"dev", "--base-port", "65500"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -255,9 +259,34 @@ func TestHelpExitsZero(t *testing.T) {
 	if code := run(context.Background(), []string{"lockd", "--help"}, &stdout, &stderr); code != exitOK {
 		t.Fatalf("exit code %d, stderr %q", code, stderr.String())
 	}
-	for _, want := range []string{"--initial-cluster", "LOCKD_INITIAL_CLUSTER", "snapshots and log compaction arrive with a later release"} {
+	for _, want := range []string{"--initial-cluster", "LOCKD_INITIAL_CLUSTER", "snapshots and log compaction arrive with a later release", "dev"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("help lacks %q", want)
 		}
+	}
+}
+
+func TestDevPlan(t *testing.T) {
+	o := devOptions{Nodes: 3, BasePort: 7300, DataDir: "d", ClusterID: "c", LogLevel: "info", LogFormat: "text"}
+	nodes := o.plan()
+	if got := initialCluster(nodes); got != "n1=127.0.0.1:7401,n2=127.0.0.1:7402,n3=127.0.0.1:7403" {
+		t.Fatalf("initial cluster %s", got)
+	}
+	if n := nodes[2]; n.ClientAddr != "127.0.0.1:7303" || n.HTTPAddr != "127.0.0.1:7503" || n.DataDir != filepath.Join("d", "n3") {
+		t.Fatalf("n3: %+v", n)
+	}
+	// What lockd dev passes to a child is a valid node configuration.
+	var got rawConfig
+	app := &cli.App{Name: "lockd", Flags: nodeFlags(), ExitErrHandler: func(*cli.Context, error) {},
+		Action: func(c *cli.Context) error { got = rawFromContext(c); return nil }}
+	if err := app.Run(append([]string{"lockd"}, o.args(nodes[1], initialCluster(nodes), 1)...)); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := got.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ID != consensus.NodeID(2) || cfg.Name != "n2" || len(cfg.Members) != 3 || cfg.ClientAddr != "127.0.0.1:7302" {
+		t.Fatalf("child n2: %+v", cfg)
 	}
 }

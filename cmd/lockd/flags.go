@@ -7,7 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Flag names.
+// Flag names shared by the node and by lockd dev (which passes them on).
 const (
 	flagName              = "name"
 	flagDataDir           = "data-dir"
@@ -23,6 +23,7 @@ const (
 	flagLogLevel          = "log-level"
 	flagLogFormat         = "log-format"
 	flagPprof             = "pprof"
+	flagParentPID         = "parent-pid"
 )
 
 // Defaults.
@@ -81,6 +82,8 @@ func nodeFlags() []cli.Flag {
 			Usage: "log `LEVEL`: trace, debug, info, warn, error or off"},
 		&cli.StringFlag{Name: flagLogFormat, Category: catOps, Value: "text", EnvVars: env("LOG_FORMAT"),
 			Usage: "log `FORMAT`: text or json"},
+		// Set by lockd dev on its children: stop when that process is gone.
+		&cli.IntFlag{Name: flagParentPID, Hidden: true},
 	}
 }
 
@@ -107,6 +110,12 @@ func nodeAction(stderr io.Writer) cli.ActionFunc {
 		if err != nil {
 			return err
 		}
-		return runNode(c.Context, cfg, stderr, c.IsSet(flagSnapshotThreshold))
+		ctx := c.Context
+		if ppid := c.Int(flagParentPID); ppid > 0 {
+			var stop func()
+			ctx, stop = watchParent(ctx, ppid)
+			defer stop()
+		}
+		return runNode(ctx, cfg, stderr, c.IsSet(flagSnapshotThreshold))
 	}
 }

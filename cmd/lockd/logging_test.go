@@ -2,6 +2,7 @@ package main
 
 import (
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -35,5 +36,21 @@ func TestStartGateHoldsTheLogUntilTheStartIsDecided(t *testing.T) {
 	g.Write([]byte(big))
 	if out.String() != "a\n"+big {
 		t.Fatal("a start that logs more than maxHeldLog is not written out")
+	}
+}
+
+func TestPrefixWriterWritesWholeLines(t *testing.T) {
+	var out strings.Builder
+	var mu sync.Mutex
+	n1 := &prefixWriter{mu: &mu, w: &out, prefix: "[n1] "}
+	n2 := &prefixWriter{mu: &mu, w: &out, prefix: "[n2] "}
+	n1.Write([]byte("hel"))
+	n2.Write([]byte("one\ntw"))
+	n1.Write([]byte("lo\nworld\n"))
+	n2.Write([]byte("o"))
+	n2.flush()
+	want := "[n2] one\n[n1] hello\n[n1] world\n[n2] two\n"
+	if out.String() != want {
+		t.Fatalf("got %q, want %q", out.String(), want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // signalContext returns a context cancelled by the first SIGINT or
@@ -39,5 +40,42 @@ func signalContext(stderr io.Writer) (ctx context.Context, stop func()) {
 		close(done)
 		<-exited
 		cancel(nil)
+	}
+}
+
+// parentCheckInterval is how often a node started by lockd dev checks
+// that its parent is still there.
+const parentCheckInterval = 250 * time.Millisecond
+
+// watchParent returns a context cancelled when this process's parent is
+// no longer ppid: a node that lockd dev started stops when lockd dev is
+// gone, however it went (even SIGKILL), instead of running on orphaned.
+// stop joins the watcher.
+func watchParent(ctx context.Context, ppid int) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	if os.Getppid() != ppid {
+		cancel(fmt.Errorf("parent process %d is gone", ppid))
+		return ctx, func() {}
+	}
+	exited := make(chan struct{})
+	go func() { // parent watcher: ends when ctx ends
+		defer close(exited)
+		t := time.NewTicker(parentCheckInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if os.Getppid() != ppid {
+					cancel(fmt.Errorf("parent process %d (lockd dev) is gone", ppid))
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() {
+		cancel(nil)
+		<-exited
 	}
 }
