@@ -67,8 +67,11 @@ type loopState struct {
 	applied     Index
 	appliedTerm Term // term of the last applied entry
 	lastIndex   Index
-	hardState   HardState
-	lead        NodeID
+	// hardState is the core's latest; savedHardState the one last stored.
+	// They differ only in Commit (see persist).
+	hardState      HardState
+	savedHardState HardState
+	lead           NodeID
 }
 
 func (n *Node) initLoop(core *Raft, st Restored) {
@@ -76,7 +79,7 @@ func (n *Node) initLoop(core *Raft, st Restored) {
 	n.proposals = map[Index][]*proposal{}
 	n.reads = map[uint64]*readRequestW{}
 	n.applied = core.Status().Applied
-	n.hardState = st.HardState
+	n.hardState, n.savedHardState = st.HardState, st.HardState
 	if k := len(st.Entries); k > 0 {
 		n.lastIndex = st.Entries[k-1].Index
 	}
@@ -93,6 +96,7 @@ func (n *Node) run() {
 	for {
 		select {
 		case <-n.stopc:
+			n.flushCommit()
 			n.shutdown(ErrStopped)
 			n.logger.Info("node stopped", "id", n.id, "term", n.hardState.Term, "commit", n.hardState.Commit,
 				"applied", n.applied, "last_index", n.lastIndex)
@@ -271,9 +275,22 @@ func (n *Node) handleReady(rd Ready) error {
 }
 
 func (n *Node) persist(rd Ready) error {
-	var hs *HardState
 	if rd.MustSaveHardState {
-		hs = &rd.HardState
+		n.hardState = rd.HardState
+	}
+	// Term and vote must be durable before any message that depends on
+	// them leaves. The commit index need not be: it is volatile state in
+	// Raft, and a stored one that lags only makes a restarted node wait
+	// for the leader to tell it again (a restart never relies on it being
+	// current; a snapshot newer than it still wins). So a change of the
+	// commit index alone is not synced by itself, which takes one fsync
+	// off every commit's critical path (the leader learns of a commit,
+	// then applies and answers) and off every follower's. It is stored
+	// with the next entries or term/vote change, and when the node stops.
+	var hs *HardState
+	if n.hardState != n.savedHardState &&
+		(len(rd.Entries) > 0 || n.hardState.Term != n.savedHardState.Term || n.hardState.Vote != n.savedHardState.Vote) {
+		hs = &n.hardState
 	}
 	if hs == nil && len(rd.Entries) == 0 {
 		return nil
@@ -304,9 +321,30 @@ func (n *Node) persist(rd Ready) error {
 		n.lastIndex = rd.Entries[k-1].Index
 	}
 	if hs != nil {
-		n.hardState = *hs
+		n.savedHardState = *hs
 	}
 	return nil
+}
+
+// flushCommit stores a commit index that persist left unsynced, so a
+// cleanly stopped node restarts knowing everything it had seen committed.
+func (n *Node) flushCommit() {
+	if n.hardState == n.savedHardState {
+		return
+	}
+	hs := n.hardState
+	var err error
+	if n.batch != nil {
+		err = n.batch.Save(&hs, nil)
+	} else {
+		err = n.cfg.StableStore.SetHardState(hs)
+	}
+	if err != nil {
+		n.logger.Warn("storing the commit index at stop failed; a restart learns it from the leader",
+			"id", n.id, "term", hs.Term, "commit", hs.Commit, "error", err)
+		return
+	}
+	n.savedHardState = hs
 }
 
 // apply feeds committed entries to the state machine and settles the
