@@ -82,6 +82,9 @@ func (s *simulation) stepBatched(readyProb float64) error {
 			}
 		}
 	}
+	if err := s.deliverSnapshots(false); err != nil {
+		return err
+	}
 	if s.healed {
 		return nil
 	}
@@ -152,7 +155,7 @@ func (s *simulation) runWith(step func() error) error {
 		if want.Index != 0 {
 			done := true
 			for _, n := range s.nodes {
-				if t, ok := n.raft.log.term(want.Index); !ok || t != want.Term || n.raft.log.applied < want.Index {
+				if !s.hasApplied(n, want) {
 					done = false
 				}
 			}

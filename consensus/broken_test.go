@@ -19,6 +19,7 @@ func TestSimulationCatchesBrokenCore(t *testing.T) {
 		{"vote granted twice in one term", breakVoteOnce},
 		{"old-term entries committed by counting (Figure 8)", breakCurrentTermCommit},
 		{"votes granted without the up-to-date check", breakUpToDateCheck},
+		{"snapshot installed that is not ahead of the commit index", breakStaleSnapshot},
 	}
 	seeds := envInt("LOCKD_SIM_SEEDS", 2000)
 	for _, c := range cases {

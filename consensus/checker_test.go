@@ -33,6 +33,9 @@ type safetyChecker struct {
 	committedData map[string]bool
 	// Leader Append-Only: each sitting leader's last entry as last seen.
 	leaderTail map[NodeID]leaderTail
+	// commits is each incarnation's commit index as last seen: it must
+	// never go back (a stale snapshot installed would take it back).
+	commits map[*Raft]Index
 }
 
 type leaderTail struct {
@@ -47,6 +50,7 @@ func newSafetyChecker(n int) *safetyChecker {
 		facts:         map[entryKey]entryFacts{},
 		committedData: map[string]bool{},
 		leaderTail:    map[NodeID]leaderTail{},
+		commits:       map[*Raft]Index{},
 	}
 }
 
@@ -66,6 +70,9 @@ func (c *safetyChecker) checkNode(r *Raft) error {
 		c.leaders[r.term] = r.id
 		// Leader Completeness: a new leader holds everything committed.
 		for _, k := range c.applied {
+			if k.Index < r.log.snapIndex {
+				continue // compacted: held in the snapshot (checkSnapshot)
+			}
 			if t, ok := r.log.term(k.Index); !ok || t != k.Term {
 				return fmt.Errorf("leader completeness: node %d became leader of term %d without committed entry %d (term %d); it has term %d there", r.id, r.term, k.Index, k.Term, t)
 			}
@@ -84,11 +91,28 @@ func (c *safetyChecker) checkNode(r *Raft) error {
 
 func (c *safetyChecker) checkLogInvariants(r *Raft) error {
 	l := &r.log
+	if prev := c.commits[r]; l.committed < prev {
+		return fmt.Errorf("commit index went back on node %d from %d to %d (applied %d): its state machine would go back in time", r.id, prev, l.committed, l.applied)
+	}
+	c.commits[r] = l.committed
 	if !(l.snapIndex <= l.applied && l.applied <= l.committed && l.committed <= l.lastIndex() && l.stabled <= l.lastIndex()) {
 		return fmt.Errorf("log cursors out of order on node %d: snap %d applied %d committed %d stabled %d last %d", r.id, l.snapIndex, l.applied, l.committed, l.stabled, l.lastIndex())
 	}
 	if r.vote != None && !r.isVoter(r.vote) {
 		return fmt.Errorf("node %d voted for non-member %d", r.id, r.vote)
+	}
+	return nil
+}
+
+// checkSnapshot: a snapshot (taken, installed or restored) must end at an
+// entry that is applied somewhere, the one applied at that index: it holds
+// only committed state.
+func (c *safetyChecker) checkSnapshot(id NodeID, k entryKey) error {
+	if int(k.Index) > len(c.applied) {
+		return fmt.Errorf("node %d has a snapshot through %d (term %d) but only %d entries were ever applied", id, k.Index, k.Term, len(c.applied))
+	}
+	if got := c.applied[k.Index-1]; got != k {
+		return fmt.Errorf("state machine safety: node %d has a snapshot through %d of term %d where term %d's entry was applied", id, k.Index, k.Term, got.Term)
 	}
 	return nil
 }
@@ -117,12 +141,13 @@ func (c *safetyChecker) checkEntries(r *Raft, ents []Entry) error {
 }
 
 // checkApply runs State Machine Safety and "applied means committed" for
-// entry e applied by node r, whose applied sequence had length nApplied.
+// entry e applied by node r, whose state machine had applied through
+// lastApplied.
 // durable reports how many nodes hold (index, term) in durable storage.
-func (c *safetyChecker) checkApply(r *Raft, nApplied int, e Entry, durable func(entryKey) int) error {
+func (c *safetyChecker) checkApply(r *Raft, lastApplied Index, e Entry, durable func(entryKey) int) error {
 	k := entryKey{e.Index, e.Term}
-	if int(e.Index) != nApplied+1 {
-		return fmt.Errorf("node %d applies entry %d after %d applied entries: gap or repeat", r.id, e.Index, nApplied)
+	if e.Index != lastApplied+1 {
+		return fmt.Errorf("node %d applies entry %d after entry %d: gap or repeat", r.id, e.Index, lastApplied)
 	}
 	if e.Index > r.log.committed {
 		return fmt.Errorf("node %d applies entry %d beyond its commit index %d", r.id, e.Index, r.log.committed)

@@ -67,6 +67,9 @@ const (
 	breakFollowerCommit
 	// breakUpToDateCheck grants votes without comparing logs (§5.4.1).
 	breakUpToDateCheck
+	// breakStaleSnapshot installs a received snapshot even when it is not
+	// ahead of the commit index, taking the state machine back in time.
+	breakStaleSnapshot
 )
 
 // Validate checks the configuration and fills defaults.

@@ -70,6 +70,16 @@ func (sc *scenario) ready(id NodeID) {
 // budget runs out), dropping those the filter or a cut link rejects.
 func (sc *scenario) deliver() {
 	sc.t.Helper()
+	for len(sc.net) > 0 || len(sc.snaps) > 0 {
+		sc.deliverMessages()
+		if err := sc.deliverSnapshots(true); err != nil {
+			sc.t.Fatalf("safety violation: %v", err)
+		}
+	}
+}
+
+func (sc *scenario) deliverMessages() {
+	sc.t.Helper()
 	for budget := 0; len(sc.net) > 0 && budget < 100000; budget++ {
 		m := sc.net[0].m
 		sc.net = sc.net[1:]

@@ -150,12 +150,13 @@ func (l *raftLog) conflictHint(prevIndex Index) (Term, Index) {
 	return t, i
 }
 
-// lastIndexOfTerm returns the last index ≤ max whose term is t, or 0.
+// lastIndexOfTerm returns the last index ≤ max whose term is t, or 0. The
+// log's base (the last compacted entry) counts: its term is known.
 func (l *raftLog) lastIndexOfTerm(t Term, max Index) Index {
 	if max > l.lastIndex() {
 		max = l.lastIndex()
 	}
-	for i := max; i > l.snapIndex; i-- {
+	for i := max; i >= l.snapIndex && i > 0; i-- {
 		et, _ := l.term(i)
 		if et == t {
 			return i
@@ -165,6 +166,36 @@ func (l *raftLog) lastIndexOfTerm(t Term, max Index) Index {
 		}
 	}
 	return 0
+}
+
+// compact makes index the log's base: entries through it are dropped from
+// memory. The kept entries are copied into a new array, so the dropped
+// ones can be collected once no message or Ready holds them. The caller
+// checks index ≤ min(applied, stabled) and index > snapIndex.
+func (l *raftLog) compact(index Index) {
+	t, ok := l.term(index)
+	if !ok || index > l.applied || index > l.stabled {
+		panic(fmt.Sprintf("compacting through %d outside (%d, min(applied %d, stabled %d)]", index, l.snapIndex, l.applied, l.stabled))
+	}
+	l.entries = append([]Entry(nil), l.slice(index+1, l.lastIndex()+1)...)
+	l.snapIndex, l.snapTerm = index, t
+}
+
+// restoreSnapshot makes a received snapshot the log's base. Entries after
+// it are kept only if the log holds the snapshot's last entry durably
+// (Log Matching then says they continue it); otherwise the whole log goes
+// (Figure 13, step 6–7). It reports whether the log was discarded.
+func (l *raftLog) restoreSnapshot(index Index, term Term) (discarded bool) {
+	keep := index > l.snapIndex && index <= l.stabled && l.matchTerm(index, term)
+	if keep {
+		l.entries = append([]Entry(nil), l.slice(index+1, l.lastIndex()+1)...)
+	} else {
+		l.entries = nil
+		l.stabled = index
+	}
+	l.snapIndex, l.snapTerm = index, term
+	l.committed, l.applied = index, index
+	return !keep
 }
 
 func (l *raftLog) commitTo(i Index) bool {

@@ -10,11 +10,19 @@ const (
 	// replicating: the follower matched; stream MsgApps without waiting, up
 	// to MaxInflightMsgs unacknowledged.
 	replicating
+	// snapshotting: the entries the follower needs were compacted away; the
+	// driver is streaming it a snapshot. Nothing else is sent until the
+	// driver reports the outcome (ReportSnapshot) or the follower answers
+	// at or past the snapshot.
+	snapshotting
 )
 
 func (s replState) String() string {
-	if s == replicating {
+	switch s {
+	case replicating:
 		return "replicate"
+	case snapshotting:
+		return "snapshot"
 	}
 	return "probe"
 }
@@ -35,11 +43,17 @@ type progress struct {
 	inflight []Index
 	// lastActive is the leader tick at which the follower last spoke.
 	lastActive int
+	// pendingSnapshot is, while snapshotting, the leader's log base when
+	// the snapshot was asked for (the snapshot sent covers at least that).
+	pendingSnapshot Index
 }
 
 func (p *progress) paused(maxInflight int) bool {
-	if p.state == probing {
+	switch p.state {
+	case probing:
 		return p.probeSent
+	case snapshotting:
+		return true
 	}
 	return len(p.inflight) >= maxInflight
 }
@@ -63,6 +77,15 @@ func (p *progress) becomeProbe() {
 	p.probeSent = false
 	p.inflight = p.inflight[:0]
 	p.next = p.match + 1
+}
+
+// becomeSnapshot pauses replication while the driver sends a snapshot
+// covering at least index.
+func (p *progress) becomeSnapshot(index Index) {
+	p.state = snapshotting
+	p.probeSent = false
+	p.inflight = p.inflight[:0]
+	p.pendingSnapshot = index
 }
 
 func (p *progress) becomeReplicate() {

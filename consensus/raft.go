@@ -63,6 +63,11 @@ type Raft struct {
 
 	reads readIndexQueue
 
+	// snapshotsToSend are followers the driver must stream a snapshot to;
+	// pendingInstall is a received snapshot the driver must restore.
+	snapshotsToSend []NodeID
+	pendingInstall  *SnapshotInstall
+
 	prevHard HardState
 	prevSoft SoftState
 }
@@ -387,6 +392,7 @@ func (r *Raft) bcastAppend() {
 
 // sendAppend sends one MsgApp to a follower unless flow control pauses it.
 // With sendEmpty it sends even with no entries, to carry the commit index.
+// A follower whose next entry was compacted away gets a snapshot instead.
 func (r *Raft) sendAppend(to NodeID, sendEmpty bool) bool {
 	pr := r.prs[to]
 	if pr.paused(r.cfg.MaxInflightMsgs) {
@@ -395,9 +401,14 @@ func (r *Raft) sendAppend(to NodeID, sendEmpty bool) bool {
 	prevIndex := pr.next - 1
 	prevTerm, ok := r.log.term(prevIndex)
 	if !ok {
-		// The entry was compacted away; the follower needs a snapshot,
-		// which comes with log compaction.
-		r.logger.Warn("follower needs entries that were compacted", "term", r.term, "to", to, "next", pr.next)
+		if prevIndex < r.log.snapIndex {
+			r.logger.Info("follower needs compacted entries: sending a snapshot", "term", r.term, "to", to,
+				"next", pr.next, "match", pr.match, "log_base", r.log.snapIndex)
+			pr.becomeSnapshot(r.log.snapIndex)
+			r.snapshotsToSend = append(r.snapshotsToSend, to)
+			return false
+		}
+		r.logger.Warn("follower's next index is beyond our log", "term", r.term, "to", to, "next", pr.next, "last_index", r.log.lastIndex())
 		return false
 	}
 	ents := r.log.entriesFrom(pr.next, r.cfg.MaxEntriesPerMsg, r.cfg.MaxBytesPerMsg)
@@ -676,6 +687,11 @@ func (r *Raft) stepLeader(m Message) {
 }
 
 func (r *Raft) handleAppendResp(m Message, pr *progress) {
+	if m.Reject && pr.state == snapshotting {
+		// An answer to an append sent before the snapshot: where the
+		// follower stands is decided by the snapshot now.
+		return
+	}
 	if m.Reject {
 		// A refusal of an index we already know matches, or (while
 		// probing) of a probe other than the latest, is an old answer.
@@ -714,6 +730,16 @@ func (r *Raft) handleAppendResp(m Message, pr *progress) {
 		pr.becomeReplicate()
 	case replicating:
 		pr.freeTo(m.Index)
+	case snapshotting:
+		// An older acknowledgement must not restart replication while the
+		// snapshot is on its way: that would ask for a second snapshot.
+		if pr.match < pr.pendingSnapshot {
+			if r.maybeCommit() {
+				r.bcastPending = true
+			}
+			return
+		}
+		pr.becomeReplicate()
 	}
 	if r.maybeCommit() {
 		r.bcastPending = true
@@ -782,17 +808,22 @@ func (r *Raft) TransferLeadership(to NodeID) error {
 // HasReady reports whether Ready would return anything to do.
 func (r *Raft) HasReady() bool {
 	return len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || r.bcastPending || r.reads.flushPending ||
+		len(r.snapshotsToSend) > 0 || r.pendingInstall != nil ||
 		len(r.reads.ready) > 0 || r.hardState() != r.prevHard || r.softState() != r.prevSoft ||
 		r.log.stabled < r.log.lastIndex() || r.log.applied < r.log.committed
 }
 
 // Ready is the work the driver must do, in this order:
-//  1. send Messages (they may go before anything is durable);
-//  2. durably store Entries (replacing any stored entries from
+//  1. send Messages (they may go before anything is durable) and start
+//     streaming a snapshot to each of SendSnapshots;
+//  2. if InstallSnapshot is set, restore the state machine from that
+//     snapshot (already durable in the snapshot store) and delete the
+//     stored log through its index (all of it if DiscardLog);
+//  3. durably store Entries (replacing any stored entries from
 //     Entries[0].Index on) and HardState if MustSaveHardState;
-//  3. send MessagesAfterPersist;
-//  4. apply CommittedEntries in order; answer ReadStates once applied;
-//  5. call Advance.
+//  4. send MessagesAfterPersist;
+//  5. apply CommittedEntries in order; answer ReadStates once applied;
+//  6. call Advance.
 type Ready struct {
 	SoftState            *SoftState
 	HardState            HardState
@@ -802,6 +833,23 @@ type Ready struct {
 	MessagesAfterPersist []Message
 	CommittedEntries     []Entry
 	ReadStates           []ReadState
+	// SendSnapshots are followers whose next entry was compacted away. The
+	// driver streams its newest snapshot to each and reports the outcome
+	// with ReportSnapshot; the core asks again only after that report.
+	SendSnapshots []NodeID
+	// InstallSnapshot is a received snapshot the core accepted
+	// (SnapshotReceived): the core's log already starts after it.
+	InstallSnapshot *SnapshotInstall
+}
+
+// SnapshotInstall tells the driver to install a received snapshot.
+type SnapshotInstall struct {
+	Meta SnapshotMeta
+	// DiscardLog says the stored log does not continue the snapshot (it
+	// lacks the snapshot's last entry, or holds another term there): all of
+	// it must be deleted. Otherwise entries through Meta.Index are deleted
+	// and the rest, which continue the snapshot, are kept.
+	DiscardLog bool
 }
 
 // Ready returns the pending work. Call Advance once it is done.
@@ -819,6 +867,8 @@ func (r *Raft) Ready() Ready {
 		MessagesAfterPersist: r.msgsAfterPersist,
 		CommittedEntries:     r.log.toApply(),
 		ReadStates:           r.reads.ready,
+		SendSnapshots:        r.snapshotsToSend,
+		InstallSnapshot:      r.pendingInstall,
 	}
 	if hs := r.hardState(); hs != r.prevHard {
 		rd.HardState, rd.MustSaveHardState = hs, true
@@ -827,6 +877,7 @@ func (r *Raft) Ready() Ready {
 		rd.SoftState = &ss
 	}
 	r.msgs, r.msgsAfterPersist, r.reads.ready = nil, nil, nil
+	r.snapshotsToSend, r.pendingInstall = nil, nil
 	return rd
 }
 
@@ -857,7 +908,7 @@ func (r *Raft) Status() Status {
 	s := Status{
 		ID: r.id, Role: r.role, Term: r.term, Vote: r.vote, Lead: r.lead,
 		Commit: r.log.committed, Applied: r.log.applied, LastIndex: r.log.lastIndex(),
-		LeadTransfer: r.leadTransferee,
+		LogBase: r.log.snapIndex, LeadTransfer: r.leadTransferee,
 	}
 	if r.role != Leader {
 		s.SinceLeaderContact = r.electionElapsed
@@ -876,5 +927,123 @@ func (r *Raft) Status() Status {
 	return s
 }
 
+// Compact drops the log entries through index from memory, making index
+// the log's base. The driver calls it once a snapshot covering index is
+// durable (keeping a trailing stretch of entries for followers that are
+// only slightly behind); it then deletes the same prefix from the log
+// store. The core compacts no further than what is applied and durable,
+// and returns the index it compacted through (the old base if nothing
+// changed). Followers that need compacted entries get a snapshot.
+func (r *Raft) Compact(index Index) Index {
+	index = min(index, r.log.applied, r.log.stabled)
+	if index <= r.log.snapIndex {
+		return r.log.snapIndex
+	}
+	r.log.compact(index)
+	r.logger.Debug("log compacted", "through", index, "term", r.log.snapTerm, "last_index", r.log.lastIndex())
+	return index
+}
+
+// SnapshotReceived tells the core that a snapshot sent by node from is
+// durable in the snapshot store and checksum-verified. The core installs it
+// only if it is a follower and the snapshot is ahead of its commit index
+// (an older one would take the state machine back in time); it then resets
+// its log to start after the snapshot, asks the driver (Ready.
+// InstallSnapshot) to restore the state machine, and tells the sender how
+// far it now matches. It reports whether it installed the snapshot; one
+// refused stays harmless in the store (it holds only committed state).
+func (r *Raft) SnapshotReceived(from NodeID, meta SnapshotMeta) bool {
+	if meta.Index <= r.log.committed && r.cfg.breakRule != breakStaleSnapshot {
+		r.logger.Debug("ignoring snapshot: not ahead of our commit index", "from", from, "index", meta.Index, "commit", r.log.committed)
+		return false
+	}
+	if r.role != Follower || r.pendingInstall != nil {
+		// A candidate or leader must keep the log it campaigned with; the
+		// leader retries once we follow it.
+		r.logger.Info("ignoring snapshot: not a follower now", "from", from, "index", meta.Index, "role", r.role.String())
+		return false
+	}
+	if meta.Index == 0 || meta.Term == 0 {
+		return false
+	}
+	if meta.Term > r.term {
+		// The snapshot holds entries of a term we have not seen: adopt it
+		// (it is persisted with this Ready) so our log never outruns our term.
+		r.becomeFollower(meta.Term, None)
+	}
+	discarded := r.log.restoreSnapshot(meta.Index, meta.Term)
+	meta.Voters = slices.Clone(meta.Voters)
+	r.pendingInstall = &SnapshotInstall{Meta: meta, DiscardLog: discarded}
+	r.logger.Info("installing snapshot", "from", from, "index", meta.Index, "term", meta.Term, "log_discarded", discarded,
+		"last_index", r.log.lastIndex())
+	// Our log now matches every leader's through the snapshot (it holds
+	// only committed entries); the answer vouches for the install, so it
+	// leaves after the Ready that carries it.
+	r.send(Message{Type: MsgAppResp, To: from, Index: meta.Index})
+	return true
+}
+
+// ReportSnapshot tells the leader how streaming a snapshot to follower to
+// ended: ok with the index of the snapshot sent, or not ok. After a
+// failure the follower is probed again once it answers a heartbeat, which
+// asks for a new snapshot if it still needs one.
+func (r *Raft) ReportSnapshot(to NodeID, index Index, ok bool) {
+	if r.role != Leader {
+		return
+	}
+	pr := r.prs[to]
+	if pr == nil || pr.state != snapshotting {
+		return
+	}
+	if ok {
+		pending := max(pr.pendingSnapshot, min(index, r.log.lastIndex()))
+		pr.becomeProbe()
+		pr.next = max(pr.next, pending+1)
+		r.logger.Info("snapshot sent: probing from after it", "term", r.term, "to", to, "index", index, "next", pr.next)
+		r.sendAppend(to, true)
+		return
+	}
+	pr.becomeProbe()
+	// Wait for a heartbeat answer before asking again: an unreachable
+	// follower must not get a snapshot attempt per loop iteration.
+	pr.probeSent = true
+	r.logger.Warn("sending snapshot failed: will retry once the follower answers", "term", r.term, "to", to)
+}
+
 // Leader returns the known leader (None if unknown) and the current term.
 func (r *Raft) Leader() (NodeID, Term) { return r.lead, r.term }
+
+// TrimLog decides what a restarting node keeps of its stored log, given
+// the newest intact snapshot (snapIndex, snapTerm; 0, 0 if none) and the
+// stored entries (contiguous, in order). It returns the base to start the
+// core from (Restored.SnapIndex/SnapTerm), the entries after it, and
+// whether the stored log must be deleted entirely because it does not
+// continue the snapshot (a received snapshot replaced a diverging or
+// shorter log, and the node stopped before deleting it).
+//
+// Entries at or before the snapshot are kept as the trailing part of the
+// log (for followers slightly behind) when the log holds the snapshot's
+// last entry with the snapshot's term; the first stored entry then becomes
+// the base, since the term before it is unknown.
+func TrimLog(snapIndex Index, snapTerm Term, ents []Entry) (base Index, baseTerm Term, kept []Entry, discard bool, err error) {
+	if len(ents) == 0 {
+		return snapIndex, snapTerm, nil, false, nil
+	}
+	first, last := ents[0].Index, ents[len(ents)-1].Index
+	switch {
+	case snapIndex == 0 && first != 1:
+		return 0, 0, nil, false, fmt.Errorf("log starts at index %d but no snapshot covers the entries before it; restore the snapshot directory or remove and re-add this member", first)
+	case snapIndex == 0:
+		return 0, 0, ents, false, nil
+	case first > snapIndex+1:
+		return 0, 0, nil, false, fmt.Errorf("log starts at index %d but the newest intact snapshot covers only up to %d: entries %d..%d are lost; remove and re-add this member", first, snapIndex, snapIndex+1, first-1)
+	case last < snapIndex:
+		return snapIndex, snapTerm, nil, true, nil
+	case first == snapIndex+1:
+		return snapIndex, snapTerm, ents, false, nil
+	}
+	if ents[snapIndex-first].Term != snapTerm {
+		return snapIndex, snapTerm, nil, true, nil
+	}
+	return first, ents[0].Term, ents[1:], false, nil
+}

@@ -36,6 +36,9 @@ type simOptions struct {
 	transferRate  float64 // per tick
 	maxInflight   int
 	maxEntries    int
+	snapRate      float64 // per tick, per node: take a snapshot and compact
+	snapTrailing  int     // entries kept after compaction (at most)
+	snapFail      float64 // per snapshot transfer, while faults last
 	breakRule     brokenRule
 	// configure adjusts each node's Config (scenarios only).
 	configure func(*Config)
@@ -60,6 +63,11 @@ func optionsForSeed(seed int64, rule brokenRule) simOptions {
 		maxEntries:    []int{1, 2, 4, 16, 64}[rng.Intn(5)],
 		breakRule:     rule,
 	}
+	// Drawn last so the draws above (and so each seed's other rates) stay
+	// what they were before snapshots.
+	o.snapRate = []float64{0, 0.005, 0.02, 0.1}[rng.Intn(4)]
+	o.snapTrailing = []int{0, 3, 20}[rng.Intn(3)]
+	o.snapFail = []float64{0, 0.1, 0.5}[rng.Intn(3)]
 	return o
 }
 
@@ -69,10 +77,44 @@ type simNode struct {
 	incarnation int64
 	// Durable state: what survives a crash.
 	hard HardState
-	log  []Entry // index i at log[i-1]
-	// applied counts entries this incarnation applied (it starts over from
-	// the log after a restart, since the simulated state machine is memory).
-	applied int
+	log  []Entry // contiguous; may start after 1 once compacted
+	// snap is the newest durable snapshot (zero if none): the state machine
+	// restarts from it.
+	snap entryKey
+	// applied is the last index this incarnation's state machine applied
+	// (a restart restores it from the snapshot, then replays the log).
+	applied Index
+	// snapshotsInstalled counts received snapshots this node installed.
+	snapshotsInstalled int
+}
+
+// durableTerm is the term of entry i in the durable log.
+func (n *simNode) durableTerm(i Index) (Term, bool) {
+	if len(n.log) == 0 || i < n.log[0].Index || i > n.log[len(n.log)-1].Index {
+		return 0, false
+	}
+	return n.log[i-n.log[0].Index].Term, true
+}
+
+// compactDurable deletes stored entries through index.
+func (n *simNode) compactDurable(index Index) {
+	if len(n.log) == 0 || index < n.log[0].Index {
+		return
+	}
+	if index >= n.log[len(n.log)-1].Index {
+		n.log = nil
+		return
+	}
+	n.log = append([]Entry(nil), n.log[index-n.log[0].Index+1:]...)
+}
+
+// simSnap is a snapshot on its way from a leader to a follower.
+type simSnap struct {
+	from, to    NodeID
+	incarnation int64 // the sender's, so a restarted sender gets no report
+	meta        entryKey
+	at          int
+	fail        bool
 }
 
 type simMsg struct {
@@ -103,11 +145,16 @@ type simulation struct {
 	healed  bool
 	stats   simStats
 	onRead  func(ReadState)
+	snaps   []simSnap
+	// failSnapshots fails that many of the next snapshot transfers
+	// (scenarios only).
+	failSnapshots int
 }
 
 // simStats shows that a run exercised what it claims to.
 type simStats struct {
 	elections, crashes, restarts, committed, readsServed, partitions int64
+	snapshots, compactions, snapshotsSent, snapshotsInstalled        int64
 }
 
 func (a *simStats) add(b simStats) {
@@ -117,6 +164,10 @@ func (a *simStats) add(b simStats) {
 	a.committed += b.committed
 	a.readsServed += b.readsServed
 	a.partitions += b.partitions
+	a.snapshots += b.snapshots
+	a.compactions += b.compactions
+	a.snapshotsSent += b.snapshotsSent
+	a.snapshotsInstalled += b.snapshotsInstalled
 }
 
 func newSimulation(seed int64, opts simOptions) *simulation {
@@ -162,12 +213,20 @@ func (s *simulation) start(n *simNode) {
 	if s.opts.configure != nil {
 		s.opts.configure(&cfg)
 	}
-	r, err := New(cfg, Restored{HardState: n.hard, Entries: n.log})
+	base, baseTerm, kept, discard, err := TrimLog(n.snap.Index, n.snap.Term, n.log)
+	if err != nil {
+		panic(fmt.Sprintf("restart of node %d from durable state: %v", n.id, err))
+	}
+	if discard {
+		n.log = nil
+	}
+	cfg.Applied = n.snap.Index
+	r, err := New(cfg, Restored{HardState: n.hard, SnapIndex: base, SnapTerm: baseTerm, Entries: kept})
 	if err != nil {
 		panic(fmt.Sprintf("restart of node %d from durable state: %v", n.id, err))
 	}
 	n.raft = r
-	n.applied = 0
+	n.applied = n.snap.Index
 }
 
 func (s *simulation) node(id NodeID) *simNode { return s.nodes[id-1] }
@@ -216,6 +275,31 @@ func (s *simulation) handleReady(n *simNode) error {
 			return err
 		}
 		s.enqueue(rd.Messages)
+		for _, to := range rd.SendSnapshots {
+			if err := s.sendSnapshot(n, to); err != nil {
+				return err
+			}
+		}
+		if in := rd.InstallSnapshot; in != nil {
+			// The snapshot became durable when it arrived; restore the
+			// state machine from it and drop the stored log it replaces.
+			k := entryKey{in.Meta.Index, in.Meta.Term}
+			if k != n.snap {
+				return fmt.Errorf("node %d installs snapshot %v but its newest durable snapshot is %v", n.id, k, n.snap)
+			}
+			if err := s.check.checkSnapshot(n.id, k); err != nil {
+				return err
+			}
+			if in.DiscardLog {
+				n.log = nil
+			} else {
+				n.compactDurable(k.Index)
+			}
+			n.applied = k.Index
+			n.snapshotsInstalled++
+			s.stats.snapshotsInstalled++
+			s.tracef("node %d installs snapshot %v (log discarded: %v)", n.id, k, in.DiscardLog)
+		}
 		if s.crashPoint(n, "before persisting") {
 			return nil
 		}
@@ -224,10 +308,18 @@ func (s *simulation) handleReady(n *simNode) error {
 		}
 		if len(rd.Entries) > 0 {
 			first := rd.Entries[0].Index
-			if int(first) > len(n.log)+1 {
-				return fmt.Errorf("node %d persists entry %d after durable last %d: gap", n.id, first, len(n.log))
+			switch {
+			case len(n.log) == 0:
+				if base := max(n.snap.Index, r.log.snapIndex); first > base+1 {
+					return fmt.Errorf("node %d persists entry %d into an empty log after base %d: gap", n.id, first, base)
+				}
+				n.log = append([]Entry(nil), rd.Entries...)
+			case first < n.log[0].Index || first > n.log[len(n.log)-1].Index+1:
+				return fmt.Errorf("node %d persists entry %d outside its durable log %d..%d", n.id, first, n.log[0].Index, n.log[len(n.log)-1].Index)
+			default:
+				keep := first - n.log[0].Index
+				n.log = append(n.log[:keep:keep], rd.Entries...)
 			}
-			n.log = append(n.log[:first-1:first-1], rd.Entries...)
 		}
 		if s.crashPoint(n, "after persisting, before replying") {
 			return nil
@@ -237,7 +329,7 @@ func (s *simulation) handleReady(n *simNode) error {
 			if err := s.check.checkApply(r, n.applied, e, s.durableCount); err != nil {
 				return err
 			}
-			n.applied++
+			n.applied = e.Index
 		}
 		for _, rs := range rd.ReadStates {
 			if err := s.checkRead(n, rs); err != nil {
@@ -255,11 +347,109 @@ func (s *simulation) handleReady(n *simNode) error {
 func (s *simulation) durableCount(k entryKey) int {
 	c := 0
 	for _, n := range s.nodes {
-		if int(k.Index) <= len(n.log) && n.log[k.Index-1].Term == k.Term {
+		if t, ok := n.durableTerm(k.Index); ok && t == k.Term {
 			c++
 		}
 	}
 	return c
+}
+
+// sendSnapshot starts streaming node n's newest snapshot to follower to;
+// it arrives (or fails) a few ticks later.
+func (s *simulation) sendSnapshot(n *simNode, to NodeID) error {
+	if n.snap.Index < n.raft.log.snapIndex {
+		return fmt.Errorf("node %d compacted its log through %d but its newest snapshot is %v", n.id, n.raft.log.snapIndex, n.snap)
+	}
+	fail := !s.healed && s.rng.Float64() < s.opts.snapFail
+	if s.failSnapshots > 0 {
+		s.failSnapshots--
+		fail = true
+	}
+	s.snaps = append(s.snaps, simSnap{from: n.id, to: to, incarnation: n.incarnation, meta: n.snap, at: s.now + 1 + s.rng.Intn(5), fail: fail})
+	s.stats.snapshotsSent++
+	s.tracef("node %d streams snapshot %v to %d", n.id, n.snap, to)
+	return nil
+}
+
+// deliverSnapshots ends every snapshot transfer that is due: the receiver
+// stores it durably (it is newer than what it has, or ignored) and offers
+// it to its core; the sender learns the outcome.
+func (s *simulation) deliverSnapshots(all bool) error {
+	keep := s.snaps[:0]
+	var due []simSnap
+	for _, sn := range s.snaps {
+		if all || sn.at <= s.now {
+			due = append(due, sn)
+		} else {
+			keep = append(keep, sn)
+		}
+	}
+	s.snaps = keep
+	for _, sn := range due {
+		from, to := s.node(sn.from), s.node(sn.to)
+		ok := !sn.fail && to.raft != nil && !s.cut[[2]NodeID{sn.from, sn.to}] && !s.cut[[2]NodeID{sn.to, sn.from}]
+		if ok {
+			// Durable and verified first; a crash from here on restarts
+			// from it (TrimLog decides what of the log survives).
+			if sn.meta.Index > to.snap.Index {
+				to.snap = sn.meta
+			}
+			accepted := to.raft.SnapshotReceived(sn.from, SnapshotMeta{Index: sn.meta.Index, Term: sn.meta.Term, Voters: s.voters})
+			s.tracef("snapshot %v from %d reaches %d (accepted %v)", sn.meta, sn.from, sn.to, accepted)
+			if err := s.handleReady(to); err != nil {
+				return err
+			}
+		} else {
+			s.tracef("snapshot %v from %d to %d fails", sn.meta, sn.from, sn.to)
+		}
+		if from.raft != nil && from.incarnation == sn.incarnation {
+			from.raft.ReportSnapshot(sn.to, sn.meta.Index, ok)
+			if err := s.handleReady(from); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// takeSnapshot snapshots node n's applied state and compacts its log,
+// keeping up to snapTrailing entries.
+func (s *simulation) takeSnapshot(n *simNode) error {
+	r := n.raft
+	if r.log.applied <= n.snap.Index {
+		return nil
+	}
+	t, ok := r.log.term(r.log.applied)
+	if !ok {
+		return fmt.Errorf("node %d has no term for its applied index %d", n.id, r.log.applied)
+	}
+	k := entryKey{r.log.applied, t}
+	if err := s.check.checkSnapshot(n.id, k); err != nil {
+		return err
+	}
+	n.snap = k
+	s.stats.snapshots++
+	trail := Index(s.rng.Intn(s.opts.snapTrailing + 1))
+	if k.Index > trail {
+		if c := r.Compact(k.Index - trail); c > 0 {
+			n.compactDurable(c)
+			s.stats.compactions++
+		}
+	}
+	s.tracef("node %d snapshots %v, log base now %d", n.id, k, r.log.snapIndex)
+	return s.check.checkNode(r)
+}
+
+// hasApplied reports whether node n applied entry k (directly, or through
+// a snapshot that covers it).
+func (s *simulation) hasApplied(n *simNode, k entryKey) bool {
+	if n.raft == nil || n.raft.log.applied < k.Index {
+		return false
+	}
+	if t, ok := n.raft.log.term(k.Index); ok {
+		return t == k.Term
+	}
+	return k.Index <= n.raft.log.snapIndex && int(k.Index) <= len(s.check.applied) && s.check.applied[k.Index-1] == k
 }
 
 // checkRead: a read index must cover every entry that was committed
@@ -358,7 +548,7 @@ func (s *simulation) randomFaults() error {
 		switch {
 		case n.raft == nil && s.rng.Float64() < 0.05:
 			s.start(n)
-			s.tracef("node %d restarts (term %d, durable last %d)", n.id, n.hard.Term, len(n.log))
+			s.tracef("node %d restarts (term %d, snapshot %v, durable log %d entries)", n.id, n.hard.Term, n.snap, len(n.log))
 			s.stats.restarts++
 			if err := s.check.checkNode(n.raft); err != nil {
 				return err
@@ -367,6 +557,10 @@ func (s *simulation) randomFaults() error {
 			s.tracef("node %d crashes (term %d, role %s)", n.id, n.raft.term, n.raft.role)
 			s.stats.crashes++
 			n.raft = nil
+		case n.raft != nil && s.rng.Float64() < s.opts.snapRate:
+			if err := s.takeSnapshot(n); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -411,6 +605,9 @@ func (s *simulation) step() error {
 		if err := s.handleReady(to); err != nil {
 			return err
 		}
+	}
+	if err := s.deliverSnapshots(false); err != nil {
+		return err
 	}
 	if s.healed {
 		return nil
@@ -481,7 +678,7 @@ func (s *simulation) run() error {
 		if want.Index != 0 {
 			done := true
 			for _, n := range s.nodes {
-				if t, ok := n.raft.log.term(want.Index); !ok || t != want.Term || n.raft.log.applied < want.Index {
+				if !s.hasApplied(n, want) {
 					done = false
 				}
 			}

@@ -236,14 +236,17 @@ type SoftState struct {
 // Status is a snapshot of a node's volatile and persistent state, for
 // reporting (lockctl status) and tests.
 type Status struct {
-	ID           NodeID
-	Role         Role
-	Term         Term
-	Vote         NodeID
-	Lead         NodeID
-	Commit       Index
-	Applied      Index
-	LastIndex    Index
+	ID        NodeID
+	Role      Role
+	Term      Term
+	Vote      NodeID
+	Lead      NodeID
+	Commit    Index
+	Applied   Index
+	LastIndex Index
+	// LogBase is the last entry compacted away (0 if none): the log in
+	// memory holds (LogBase, LastIndex].
+	LogBase      Index
 	Progress     map[NodeID]ProgressStatus
 	LeadTransfer NodeID
 	// SinceLeaderContact is the ticks since a follower last heard from
