@@ -3,6 +3,7 @@ module github.com/lockd/lockd
 go 1.26
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-msgpack/v2 v2.1.5
 	github.com/urfave/cli/v2 v2.27.7
