@@ -98,12 +98,16 @@ func (r *runner) txn(ctx context.Context) (*Result, error) {
 
 // sessions creates n sessions spread over the clients (not timed).
 func (r *runner) sessions(ctx context.Context, n int, opts ...client.SessionOption) ([]*client.Session, error) {
+	return r.sessionsOn(ctx, r.clients, n, opts...)
+}
+
+func (r *runner) sessionsOn(ctx context.Context, cs []*client.Client, n int, opts ...client.SessionOption) ([]*client.Session, error) {
 	out := make([]*client.Session, n)
 	if r.cfg.TTL > 0 {
 		opts = append(opts, client.WithTTL(r.cfg.TTL))
 	}
 	err := r.parallel(ctx, "setup", n, max(r.cfg.Concurrency, 16), func(ctx context.Context, i int) error {
-		s, err := r.clientOf(i).NewSession(ctx, opts...)
+		s, err := cs[i%len(cs)].NewSession(ctx, opts...)
 		out[i] = s
 		return err
 	})
@@ -216,11 +220,28 @@ func (r *runner) sessionChurn(ctx context.Context) (*Result, error) {
 	}), nil
 }
 
+// sessionsPerHolder is how many sessions the keepalive workload puts on
+// one client: below the default per-client limit of 1,024.
+const sessionsPerHolder = 1000
+
 // keepalive holds Sessions live sessions (each kept alive by its client
 // in the background, as an application would) while the workers put.
 func (r *runner) keepalive(ctx context.Context) (*Result, error) {
+	// The cluster bounds the sessions one client may hold
+	// (api.Limits.MaxSessionsPerClient), so the sessions get clients of
+	// their own, as many applications' would: one per sessionsPerHolder.
+	holders := make([]*client.Client, (r.cfg.Sessions+sessionsPerHolder-1)/sessionsPerHolder)
+	for i := range holders {
+		c, err := client.New(client.Config{Endpoints: r.cfg.Endpoints, ClusterID: r.cfg.ClusterID, TLS: r.cfg.TLS,
+			Name: fmt.Sprintf("lockctl-bench-holder-%d", i), Seed: r.cfg.Seed + uint64(1000+i)})
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		holders[i] = c
+	}
 	t := time.Now()
-	ss, err := r.sessions(ctx, r.cfg.Sessions)
+	ss, err := r.sessionsOn(ctx, holders, r.cfg.Sessions)
 	if err != nil {
 		return nil, err
 	}
