@@ -137,13 +137,13 @@ func newApp(a *app) *cli.App {
 			"--output json prints one JSON document per command (one object per line for watch,\n" +
 			"elect --observe and session keepalive); the fields are documented in `go doc ./cmd/lockctl`.\n\n" +
 			exitCodesHelp,
-		HideHelpCommand:      true,
+		HideHelpCommand: true,
 		// txn statements hold commas: a --then flag is one statement.
 		DisableSliceFlagSeparator: true,
-		EnableBashCompletion: true,
-		Reader:               a.io.in,
-		Writer:               a.io.out,
-		ErrWriter:            a.io.err,
+		EnableBashCompletion:      true,
+		Reader:                    a.io.in,
+		Writer:                    a.io.out,
+		ErrWriter:                 a.io.err,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagEndpoints, Value: defaultEndpoints, EnvVars: []string{"LOCKD_ENDPOINTS"},
 				Usage: "the cluster's client addresses, `HOST:PORT,...` (one is enough, all are better)"},
