@@ -49,14 +49,36 @@ type SnapshotMeta struct {
 	Size   int64
 }
 
-// SnapshotStore keeps state machine snapshots (used from the log
-// compaction work on; defined here so the edges are complete).
+// SnapshotStore keeps state machine snapshots: the node's own (taken when
+// the log since the last one passes a threshold) and those received from a
+// leader. Implementations: store.FileSnapshotStore, inmem.SnapshotStore.
 type SnapshotStore interface {
-	// Create starts a snapshot; the sink is committed by Close and thrown
-	// away by Cancel.
+	// Create starts a snapshot; the sink is committed (durable, and then
+	// returned by Latest and Open) by Close and thrown away by Cancel.
 	Create(meta SnapshotMeta) (SnapshotSink, error)
 	// Latest opens the newest intact snapshot; ok is false if there is none.
 	Latest() (meta SnapshotMeta, rc io.ReadCloser, ok bool, err error)
+	// Open opens the intact snapshot through index of term, verified; an
+	// error if there is none.
+	Open(index Index, term Term) (SnapshotMeta, io.ReadCloser, error)
+}
+
+// SnapshotSender is implemented by transports that can stream a snapshot
+// to a peer (rpc.PeerTransport, inmem.Network's transports). SendSnapshot
+// returns once the receiver has durably stored the whole snapshot and
+// verified its checksum, or why not.
+type SnapshotSender interface {
+	SendSnapshot(ctx context.Context, to NodeID, meta SnapshotMeta, r io.Reader) error
+}
+
+// SnapshotCapturer is a StateMachine that can take a consistent
+// point-in-time copy of its state cheaply. CaptureSnapshot is called on the
+// node's loop goroutine between two applies; the function it returns
+// writes that copy and runs on another goroutine while applies go on. For
+// a StateMachine without it, Snapshot runs on the loop goroutine and
+// applies wait until it has written everything.
+type SnapshotCapturer interface {
+	CaptureSnapshot() (write func(io.Writer) error, err error)
 }
 
 // SnapshotSink receives one snapshot's bytes.

@@ -66,6 +66,10 @@ type NodeMetrics struct {
 	// Persist times each durable write of a Ready (the fsync); Apply times
 	// each committed entry's apply.
 	Persist, Apply *Histogram
+	// Snapshots counts snapshots taken here, SnapshotsFailed those that
+	// failed; SnapshotsSent and SnapshotSendsFailed transfers to
+	// followers; SnapshotsInstalled snapshots received and installed.
+	Snapshots, SnapshotsFailed, SnapshotsSent, SnapshotSendsFailed, SnapshotsInstalled atomic.Uint64
 }
 
 func newNodeMetrics() *NodeMetrics {

@@ -21,6 +21,9 @@ const (
 	DefaultMaxPendingProposals = 4096
 	DefaultMaxPendingReads     = 4096
 	DefaultInboxSize           = 4096
+	DefaultSnapshotEntries     = 10000
+	DefaultSnapshotBytes       = 64 << 20
+	DefaultSnapshotTimeout     = 5 * time.Minute
 )
 
 // maxPendingTransfers bounds concurrent TransferLeadership calls; more than
@@ -74,6 +77,25 @@ type NodeConfig struct {
 	MaxPendingProposals int
 	MaxPendingReads     int
 	InboxSize           int
+
+	// SnapshotStore keeps snapshots. With it the node restores the newest
+	// intact snapshot at start, takes snapshots, compacts its log, streams
+	// snapshots to followers that need compacted entries (if Transport is a
+	// SnapshotSender) and installs those it receives (ReceiveSnapshot).
+	// Without it the log is never compacted.
+	SnapshotStore SnapshotStore
+	// SnapshotEntries and SnapshotBytes: a snapshot is taken once this many
+	// entries, or entries of this many bytes (Entry.Size), were applied
+	// since the last one. Defaults 10,000 entries and 64 MiB.
+	SnapshotEntries int
+	SnapshotBytes   int64
+	// SnapshotTrailing is how many entries before a snapshot stay in the
+	// log when it is compacted, so that followers slightly behind catch up
+	// from the log rather than by a snapshot. 0 keeps none.
+	SnapshotTrailing int
+	// SnapshotTimeout bounds one snapshot transfer to a follower. Default
+	// 5 minutes.
+	SnapshotTimeout time.Duration
 }
 
 // Validate checks the configuration, fills defaults and validates Raft.
@@ -106,6 +128,7 @@ func (c *NodeConfig) Validate() error {
 		{"max pending proposals", &c.MaxPendingProposals, DefaultMaxPendingProposals},
 		{"max pending reads", &c.MaxPendingReads, DefaultMaxPendingReads},
 		{"inbox size", &c.InboxSize, DefaultInboxSize},
+		{"snapshot entries", &c.SnapshotEntries, DefaultSnapshotEntries},
 	} {
 		if *q.v == 0 {
 			*q.v = q.def
@@ -113,6 +136,16 @@ func (c *NodeConfig) Validate() error {
 		if *q.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d must be positive", q.name, *q.v))
 		}
+	}
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = DefaultSnapshotBytes
+	}
+	if c.SnapshotTimeout == 0 {
+		c.SnapshotTimeout = DefaultSnapshotTimeout
+	}
+	if c.SnapshotBytes < 0 || c.SnapshotTrailing < 0 || c.SnapshotTimeout < 0 {
+		errs = append(errs, fmt.Errorf("snapshot bytes %d, trailing entries %d and timeout %v must not be negative",
+			c.SnapshotBytes, c.SnapshotTrailing, c.SnapshotTimeout))
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -167,6 +200,17 @@ type Node struct {
 	readSeq atomic.Uint64
 	metrics *NodeMetrics
 
+	// Snapshot goroutines report back on these; each is as large as the
+	// number of such goroutines that can run at once, so they never block.
+	snapDone chan snapTaken
+	sentc    chan snapSent
+	offerc   chan snapOffer
+	// bgctx is cancelled by Stop; snapshot goroutines use it and wg joins
+	// them.
+	bgctx    context.Context
+	bgcancel context.CancelFunc
+	wg       sync.WaitGroup
+
 	stopOnce sync.Once
 	stopc    chan struct{} // closed by Stop
 	done     chan struct{} // closed when the loop has exited and failed every waiter
@@ -184,10 +228,15 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	id := cfg.Raft.ID
-	st, err := loadState(cfg.LogStore, cfg.StableStore)
+	snap, err := restoreSnapshot(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node %d: %w", id, err)
+	}
+	st, err := loadState(cfg.LogStore, cfg.StableStore, snap, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("node %d: loading durable state: %w", id, err)
 	}
+	cfg.Raft.Applied = max(cfg.Raft.Applied, snap.Index)
 	core, err := New(cfg.Raft, st)
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", id, err)
@@ -205,7 +254,11 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		readSlots: make(chan struct{}, cfg.MaxPendingReads),
 		stopc:     make(chan struct{}),
 		done:      make(chan struct{}),
+		snapDone:  make(chan snapTaken, 1),
+		sentc:     make(chan snapSent, maxSnapshotSends),
+		offerc:    make(chan snapOffer, maxSnapshotOffers),
 	}
+	n.bgctx, n.bgcancel = context.WithCancel(context.Background())
 	if b, ok := cfg.LogStore.(BatchStore); ok && sameObject(cfg.LogStore, cfg.StableStore) {
 		n.batch = b
 	}
@@ -214,7 +267,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	// a new request with the same id.
 	n.readSeq.Store(uint64(cfg.Now().UnixNano()))
 	n.metrics = newNodeMetrics()
-	n.initLoop(core, st)
+	n.initLoop(core, st, snap)
 	n.publish()
 	n.logger.Info("node started", "id", id, "term", st.HardState.Term, "commit", st.HardState.Commit,
 		"last_index", n.lastIndex, "tick", cfg.TickInterval, "group_commit", n.batch != nil)
@@ -232,9 +285,34 @@ func sameObject(a, b any) bool {
 	return a == b
 }
 
-// loadState reads the hard state and the whole log, verifying every entry:
-// a corrupt log must stop the start-up, never reach the state machine.
-func loadState(ls LogStore, ss StableStore) (Restored, error) {
+// restoreSnapshot restores the state machine from the newest intact
+// snapshot, if there is a snapshot store and a snapshot in it, and returns
+// its metadata (zero if none).
+func restoreSnapshot(cfg NodeConfig) (SnapshotMeta, error) {
+	if cfg.SnapshotStore == nil {
+		return SnapshotMeta{}, nil
+	}
+	meta, rc, ok, err := cfg.SnapshotStore.Latest()
+	if err != nil {
+		return SnapshotMeta{}, fmt.Errorf("finding the newest snapshot: %w", err)
+	}
+	if !ok {
+		return SnapshotMeta{}, nil
+	}
+	defer rc.Close()
+	start := time.Now()
+	if err := cfg.StateMachine.Restore(rc); err != nil {
+		return SnapshotMeta{}, fmt.Errorf("restoring the state machine from snapshot %d (term %d): %w", meta.Index, meta.Term, err)
+	}
+	cfg.Logger.Info("state machine restored from snapshot", "index", meta.Index, "term", meta.Term, "bytes", meta.Size, "took", time.Since(start))
+	return meta, nil
+}
+
+// loadState reads the hard state and the stored log, verifying every
+// entry (a corrupt log must stop the start-up, never reach the state
+// machine), and keeps what continues the snapshot (TrimLog). A stored log
+// that does not continue it is deleted.
+func loadState(ls LogStore, ss StableStore, snap SnapshotMeta, logger hclog.Logger) (Restored, error) {
 	hs, err := ss.HardState()
 	if err != nil {
 		return Restored{}, fmt.Errorf("reading hard state: %w", err)
@@ -248,14 +326,12 @@ func loadState(ls LogStore, ss StableStore) (Restored, error) {
 	if err != nil {
 		return Restored{}, fmt.Errorf("reading last log index: %w", err)
 	}
+	st.SnapIndex, st.SnapTerm = snap.Index, snap.Term
 	if last == 0 {
 		return st, nil
 	}
 	if first == 0 || first > last {
 		return Restored{}, fmt.Errorf("log store reports first index %d and last index %d", first, last)
-	}
-	if first != 1 {
-		return Restored{}, fmt.Errorf("log starts at index %d but no snapshot covers the entries before it (snapshots are not supported yet)", first)
 	}
 	ents, err := ls.Entries(first, last+1)
 	if err != nil {
@@ -272,7 +348,20 @@ func loadState(ls LogStore, ss StableStore) (Restored, error) {
 			return Restored{}, fmt.Errorf("verifying log at start-up: %w", err)
 		}
 	}
-	st.Entries = ents
+	base, baseTerm, kept, discard, err := TrimLog(snap.Index, snap.Term, ents)
+	if err != nil {
+		return Restored{}, err
+	}
+	if discard {
+		// A received snapshot replaced this log, and the node stopped
+		// before deleting it: nothing in it continues the snapshot.
+		logger.Warn("stored log does not continue the newest snapshot: deleting it", "snapshot_index", snap.Index,
+			"snapshot_term", snap.Term, "log_first", first, "log_last", last)
+		if err := ls.DeletePrefix(last); err != nil {
+			return Restored{}, fmt.Errorf("deleting the log replaced by snapshot %d: %w", snap.Index, err)
+		}
+	}
+	st.SnapIndex, st.SnapTerm, st.Entries = base, baseTerm, kept
 	return st, nil
 }
 
@@ -320,6 +409,10 @@ func (n *Node) stoppedErr() error {
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	<-n.done
+	// Snapshot writers and senders end with the context (a snapshot being
+	// written is finished: it is committed or cancelled by its store).
+	n.bgcancel()
+	n.wg.Wait()
 }
 
 // Step hands a peer's message to the node. It never waits for room: when

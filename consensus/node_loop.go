@@ -72,10 +72,14 @@ type loopState struct {
 	hardState      HardState
 	savedHardState HardState
 	lead           NodeID
+
+	snaps snapState
 }
 
-func (n *Node) initLoop(core *Raft, st Restored) {
+func (n *Node) initLoop(core *Raft, st Restored, snap SnapshotMeta) {
 	n.core = core
+	n.snaps = snapState{snap: snap, sending: map[NodeID]bool{}}
+	n.appliedTerm = snap.Term
 	n.proposals = map[Index][]*proposal{}
 	n.reads = map[uint64]*readRequestW{}
 	n.applied = core.Status().Applied
@@ -121,6 +125,12 @@ func (n *Node) run() {
 			n.startRead(r)
 		case t := <-n.transferc:
 			n.startTransfer(t)
+		case res := <-n.snapDone:
+			n.snapshotTaken(res)
+		case res := <-n.sentc:
+			n.snapshotSent(res)
+		case o := <-n.offerc:
+			n.snapshotOffered(o)
 		}
 		// Advance can itself create work (a leader's own fsync may commit),
 		// so run Readies until the core is quiet.
@@ -131,7 +141,11 @@ func (n *Node) run() {
 				n.shutdown(fmt.Errorf("%w: persisting raft state failed: %w", ErrStopped, err))
 				return
 			}
+			if len(n.snaps.failedSends) > 0 {
+				n.reportFailedSends()
+			}
 		}
+		n.maybeSnapshot()
 		n.checkTransfers()
 		n.publish()
 	}
@@ -258,6 +272,14 @@ func (n *Node) handleReady(rd Ready) error {
 	if len(rd.Messages) > 0 {
 		n.cfg.Transport.Send(rd.Messages)
 	}
+	if len(rd.SendSnapshots) > 0 {
+		n.startSnapshotSends(rd.SendSnapshots)
+	}
+	if rd.InstallSnapshot != nil {
+		if err := n.installSnapshot(rd.InstallSnapshot); err != nil {
+			return err
+		}
+	}
 	if err := n.persist(rd); err != nil {
 		return err
 	}
@@ -359,6 +381,8 @@ func (n *Node) apply(ents []Entry) {
 			n.metrics.Apply.Observe(time.Since(start))
 		}
 		n.applied = e.Index
+		n.snaps.sinceEntries++
+		n.snaps.sinceBytes += int64(e.Size())
 		if ws, ok := n.proposals[e.Index]; ok {
 			delete(n.proposals, e.Index)
 			for _, p := range ws {

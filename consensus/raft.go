@@ -332,6 +332,46 @@ func (r *Raft) Tick() {
 	}
 }
 
+// peerUnreachable handles the driver's report that the connection from
+// peer id closed. If id is our leader, its process has most likely died:
+// rather than wait out the whole election timeout (1–2 s by default) for
+// its silence, the follower forgets the leader — so it no longer refuses
+// other nodes' votes on the leader's behalf — and campaigns (PreVote
+// first) within a few ticks unless it hears from the leader meanwhile.
+//
+// Safety does not rest on this: PreVote still needs a majority, and only
+// followers that forgot the leader (their connection closed too, or their
+// election timeout passed) grant it; a leader that is alive keeps sending
+// heartbeats every HeartbeatTicks, which restores it as leader and resets
+// the timer. A closed connection to a live leader costs at most one
+// PreVote round. A leader that goes silent without closing its
+// connections (paused, partitioned) is still found by the election
+// timeout.
+//
+// The wait is at least one heartbeat interval plus a tick, so a live
+// leader's next heartbeat lands first even when every follower got the
+// report. The followers are staggered by rank (their place among the
+// voters other than the leader, by id) two heartbeat intervals apart,
+// plus a random part, so that two of them rarely campaign at once and
+// split the vote, which would cost a full election timeout.
+func (r *Raft) peerUnreachable(id NodeID) {
+	if r.role != Follower || r.lead != id {
+		return
+	}
+	rank := 0
+	for _, v := range r.voters {
+		if v != id && v < r.id {
+			rank++
+		}
+	}
+	hb := r.cfg.HeartbeatTicks
+	delay := hb + 1 + 2*rank*hb + r.cfg.Rand.Intn(hb+1)
+	r.logger.Info("connection from the leader closed: campaigning soon unless it is heard from",
+		"term", r.term, "leader", id, "in_ticks", delay)
+	r.lead = None
+	r.electionElapsed = max(r.electionElapsed, r.electionTimeout-delay)
+}
+
 func (r *Raft) tickLeader() {
 	r.heartbeatElapsed++
 	r.electionElapsed++
@@ -459,6 +499,10 @@ func (r *Raft) maybeCommit() bool {
 func (r *Raft) Step(m Message) error {
 	if m.From == None || m.From == r.id || !r.isVoter(m.From) {
 		return fmt.Errorf("%w: message %s from node %d", ErrUnknownNode, m.Type, m.From)
+	}
+	if m.Type == MsgUnreachable {
+		r.peerUnreachable(m.From)
+		return nil
 	}
 	if err := r.validate(m); err != nil {
 		return err

@@ -140,13 +140,17 @@ const (
 	// MsgReadIndexResp carries the read index (Index) for request Context;
 	// Reject means the leader could not serve it.
 	MsgReadIndexResp
+	// MsgUnreachable is local, never sent between peers: the driver tells
+	// the core that its connection from From closed (the process behind
+	// it likely died). Term is ignored. See Raft.peerUnreachable.
+	MsgUnreachable
 )
 
 var msgNames = map[MessageType]string{
 	MsgApp: "MsgApp", MsgAppResp: "MsgAppResp", MsgVote: "MsgVote", MsgVoteResp: "MsgVoteResp",
 	MsgPreVote: "MsgPreVote", MsgPreVoteResp: "MsgPreVoteResp", MsgHeartbeat: "MsgHeartbeat",
 	MsgHeartbeatResp: "MsgHeartbeatResp", MsgTimeoutNow: "MsgTimeoutNow",
-	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp",
+	MsgReadIndex: "MsgReadIndex", MsgReadIndexResp: "MsgReadIndexResp", MsgUnreachable: "MsgUnreachable",
 }
 
 func (t MessageType) String() string {

@@ -383,3 +383,36 @@ func TestSnapshotAnyFlippedByteSkipped(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotOpenByIndexAndTerm: Open finds a snapshot that is not the
+// newest, verified, and refuses one that is missing or corrupt.
+func TestSnapshotOpenByIndexAndTerm(t *testing.T) {
+	s, _ := newSnapStore(t, t.TempDir(), 3)
+	writeSnap(t, s, 10)
+	path20 := writeSnap(t, s, 20)
+	writeSnap(t, s, 30)
+	meta, rc, err := s.Open(20, 3)
+	if err != nil {
+		t.Fatalf("Open(20, 3): %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || meta.Index != 20 || meta.Term != 3 || !bytes.Equal(got, snapData(20)) {
+		t.Fatalf("Open(20, 3) = %+v, %d bytes, err %v", meta, len(got), err)
+	}
+	if _, _, err := s.Open(20, 4); err == nil {
+		t.Fatal("Open of a term with no snapshot succeeded")
+	}
+	b, err := os.ReadFile(path20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[5] ^= 0xff
+	if err := os.WriteFile(path20, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var ce *CorruptError
+	if _, _, err := s.Open(20, 3); !errors.As(err, &ce) {
+		t.Fatalf("Open of a corrupt snapshot: %v, want a *CorruptError", err)
+	}
+}

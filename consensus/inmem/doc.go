@@ -1,6 +1,7 @@
 // Package inmem holds in-memory implementations of consensus's edges for
-// tests and demos: Store (log, hard state, group commit) and Network (a
-// Transport between Nodes in one process, with partitions).
+// tests and demos: Store (log, hard state, group commit), SnapshotStore,
+// and Network (a Transport between Nodes in one process, with partitions,
+// that also streams snapshots to receivers implementing SnapshotReceiver).
 //
 // Invariants:
 //
@@ -18,6 +19,9 @@
 //  5. A message is copied when sent (its Entries slice, not the immutable
 //     entry data), so the sender may reuse its slices at once.
 //  6. Close stops and joins every goroutine the Network started.
+//  7. A snapshot is visible in a SnapshotStore only once its sink is
+//     closed; a transfer that fails (link cut, checksum mismatch) cancels
+//     the receiver's sink, so nothing of it is kept.
 //
 // This package imports only consensus and the standard library; production
 // code must never import it.

@@ -101,7 +101,7 @@ func (s *Store) checkBatchLocked(ents []consensus.Entry) error {
 		}
 	}
 	first := ents[0].Index
-	if first <= s.base {
+	if len(s.ents) > 0 && first <= s.base {
 		return fmt.Errorf("inmem: entry %d is at or before the deleted prefix ending at %d", first, s.base)
 	}
 	// An empty store takes any start: the log may resume after a snapshot.
