@@ -429,3 +429,29 @@ func TestEntryBlockRejectsMalformedInput(t *testing.T) {
 		t.Error("entries at the wrong index accepted (checksums cover the index)")
 	}
 }
+
+// TestClosedIncomingConnectionIsReportedAsUnreachable: when the sender's
+// connections close (its process died), the receiver's node is told, so
+// a follower can replace a dead leader quickly.
+func TestClosedIncomingConnectionIsReportedAsUnreachable(t *testing.T) {
+	nodes := newTestNodes(t, 2, nil)
+	a, b := nodes[0], nodes[1]
+	a.tr.Send([]consensus.Message{{Type: consensus.MsgHeartbeat, From: 1, To: 2, Term: 3}})
+	waitFor(t, 10*time.Second, "the heartbeat", func() bool { return len(b.inbox.got()) == 1 })
+	a.tr.Close()
+	waitFor(t, 10*time.Second, "the report", func() bool { return len(b.inbox.got()) >= 2 })
+	for _, m := range b.inbox.got()[1:] {
+		if m.Type != consensus.MsgUnreachable || m.From != 1 || m.To != 2 {
+			t.Fatalf("after the sender closed, got %+v; want MsgUnreachable from 1 to 2", m)
+		}
+	}
+}
+
+// TestUnreachableIsNeverAcceptedFromTheWire: the report is local; a peer
+// sending one is refused like any unknown type.
+func TestUnreachableIsNeverAcceptedFromTheWire(t *testing.T) {
+	w := wireMessage{Type: uint8(consensus.MsgUnreachable), From: 1, To: 2, Term: 1}
+	if _, err := w.toMessage(); err == nil {
+		t.Fatal("a MsgUnreachable from the network was accepted")
+	}
+}
