@@ -74,8 +74,19 @@ func (f *FSM) capture() *snapshotState {
 
 // Snapshot writes the whole state to w. The state is copied under the
 // read lock first, so applies are not held up while w is written.
-func (f *FSM) Snapshot(w io.Writer) error {
+func (f *FSM) Snapshot(w io.Writer) error { return f.CaptureSnapshot()(w) }
+
+// CaptureSnapshot copies the state now (under the read lock: one pass
+// over the keys, sessions and locks, sharing their values, which are never
+// modified in place) and returns a function that writes that copy. The
+// write may run on another goroutine, concurrently with later applies: it
+// describes the state as of the last entry applied before the capture.
+func (f *FSM) CaptureSnapshot() func(io.Writer) error {
 	st := f.capture()
+	return func(w io.Writer) error { return f.writeSnapshot(st, w) }
+}
+
+func (f *FSM) writeSnapshot(st *snapshotState, w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if err := codec.NewEncoder(bw, f.codec.h).Encode(st); err != nil {
 		return fmt.Errorf("encoding fsm snapshot at index %d: %w", st.Index, err)

@@ -57,7 +57,27 @@ func (s *Server) trackLeases(res *fsm.Result) {
 }
 
 func (a *applier) Snapshot(w io.Writer) error { return a.s.fsm.Snapshot(w) }
-func (a *applier) Restore(r io.Reader) error  { return a.s.fsm.Restore(r) }
+
+// CaptureSnapshot implements consensus.SnapshotCapturer: the fsm copies
+// its state on the Raft loop, between two applies, and the copy is
+// encoded and written on the node's snapshot goroutine while applies go
+// on.
+func (a *applier) CaptureSnapshot() (func(io.Writer) error, error) {
+	return a.s.fsm.CaptureSnapshot(), nil
+}
+
+// Restore replaces the fsm's state with a snapshot's (at start, or a
+// snapshot installed from the leader). Watchers and readers waiting for a
+// change look again.
+func (a *applier) Restore(r io.Reader) error {
+	if err := a.s.fsm.Restore(r); err != nil {
+		return err
+	}
+	a.s.changes.notify()
+	return nil
+}
+
+var _ consensus.SnapshotCapturer = (*applier)(nil)
 
 // outcome ends a blocking acquire.
 type outcome struct {

@@ -45,6 +45,19 @@ type Config struct {
 	// commit, e.g. store.BoltStore).
 	LogStore    consensus.LogStore
 	StableStore consensus.StableStore
+	// SnapshotStore keeps fsm snapshots (e.g. store.FileSnapshotStore in
+	// the data dir). Nil disables snapshots: the log is never compacted,
+	// and a follower that needs compacted entries cannot catch up.
+	SnapshotStore consensus.SnapshotStore
+	// SnapshotEntries and SnapshotBytes: a snapshot is taken once this many
+	// entries, or entries of this many bytes, were applied since the last.
+	// Defaults consensus.DefaultSnapshotEntries and DefaultSnapshotBytes.
+	SnapshotEntries int
+	SnapshotBytes   int64
+	// SnapshotTrailing is how many entries before a snapshot stay in the
+	// log for followers slightly behind. Default DefaultSnapshotTrailing;
+	// negative keeps none.
+	SnapshotTrailing int
 
 	// TickInterval and ElectionTicks/HeartbeatTicks time Raft. Defaults
 	// 100 ms, 10 and 1.
@@ -68,6 +81,10 @@ type Config struct {
 func (c *Config) maxElection() time.Duration {
 	return 2 * time.Duration(c.ElectionTicks) * c.TickInterval
 }
+
+// DefaultSnapshotTrailing is the entries kept in the log before a
+// snapshot: a follower less than this far behind catches up from the log.
+const DefaultSnapshotTrailing = 5000
 
 // Validate fills defaults and checks the configuration.
 func (c *Config) Validate() error {
@@ -101,6 +118,15 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatTicks == 0 {
 		c.HeartbeatTicks = 1
+	}
+	switch {
+	case c.SnapshotTrailing == 0:
+		c.SnapshotTrailing = DefaultSnapshotTrailing
+	case c.SnapshotTrailing < 0:
+		c.SnapshotTrailing = 0
+	}
+	if c.SnapshotEntries < 0 || c.SnapshotBytes < 0 {
+		errs = append(errs, fmt.Errorf("snapshot thresholds (%d entries, %d bytes) must not be negative", c.SnapshotEntries, c.SnapshotBytes))
 	}
 	if c.FSM == nil {
 		cfg := fsm.DefaultConfig(c.maxElection())
@@ -182,9 +208,16 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	sort.Slice(voters, func(i, j int) bool { return voters[i] < voters[j] })
-	s.transport, err = rpc.NewPeerTransport(rpc.PeerTransportConfig{
+	tcfg := rpc.PeerTransportConfig{
 		ID: cfg.ID, ClusterID: cfg.ClusterID, Peers: peerAddrs, Logger: cfg.Logger.Named("transport"),
-	})
+	}
+	if cfg.SnapshotStore != nil {
+		// s.node is set below, before the peer listener serves anything.
+		tcfg.SnapshotSink = func(ctx context.Context, from consensus.NodeID, meta consensus.SnapshotMeta) (consensus.SnapshotSink, error) {
+			return s.node.ReceiveSnapshot(ctx, from, meta)
+		}
+	}
+	s.transport, err = rpc.NewPeerTransport(tcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +233,8 @@ func New(cfg Config) (*Server, error) {
 		LogStore: cfg.LogStore, StableStore: cfg.StableStore, Transport: s.transport,
 		StateMachine: &applier{s: s}, TickInterval: cfg.TickInterval, Now: cfg.Now,
 		Logger: cfg.Logger.Named("node"), PeerAddrs: peerAddrs,
+		SnapshotStore: cfg.SnapshotStore, SnapshotEntries: cfg.SnapshotEntries, SnapshotBytes: cfg.SnapshotBytes,
+		SnapshotTrailing: cfg.SnapshotTrailing,
 	})
 	if err != nil {
 		_ = s.transport.Close()

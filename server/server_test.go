@@ -28,6 +28,8 @@ type testCluster struct {
 	clients map[consensus.NodeID]*rpc.Client
 	peerL   map[consensus.NodeID]net.Listener
 	table   *rpc.ErrorTable
+	// configure, if set, adjusts each server's config before it starts.
+	configure func(consensus.NodeID, *Config)
 }
 
 const testTick = 10 * time.Millisecond
@@ -43,12 +45,18 @@ func listen(t *testing.T) net.Listener {
 
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, n, nil)
+}
+
+func newTestClusterWith(t *testing.T, n int, configure func(consensus.NodeID, *Config)) *testCluster {
+	t.Helper()
 	table, err := errorTable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &testCluster{t: t, stores: map[consensus.NodeID]*inmem.Store{}, servers: map[consensus.NodeID]*Server{},
-		clients: map[consensus.NodeID]*rpc.Client{}, peerL: map[consensus.NodeID]net.Listener{}, table: table}
+		clients: map[consensus.NodeID]*rpc.Client{}, peerL: map[consensus.NodeID]net.Listener{}, table: table,
+		configure: configure}
 	for i := 1; i <= n; i++ {
 		id := consensus.NodeID(i)
 		l := listen(t)
@@ -79,12 +87,16 @@ func (c *testCluster) start(id consensus.NodeID) {
 	if os.Getenv("LOCKD_TEST_LOG") != "" {
 		logger = hclog.New(&hclog.LoggerOptions{Name: c.members[id-1].Name, Level: hclog.Debug})
 	}
-	s, err := New(Config{
+	cfg := Config{
 		ID: id, Name: c.members[id-1].Name, Members: c.members, ClusterID: "test",
 		ClientListener: listen(c.t), PeerListener: peerL,
 		LogStore: c.stores[id], StableStore: c.stores[id],
 		TickInterval: testTick, ElectionTicks: 10, Logger: logger,
-	})
+	}
+	if c.configure != nil {
+		c.configure(id, &cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}

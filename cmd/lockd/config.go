@@ -39,6 +39,8 @@ type nodeConfig struct {
 	ElectionTicks     int
 	HeartbeatTicks    int
 	SnapshotThreshold uint64
+	SnapshotBytes     int64
+	SnapshotTrailing  int
 
 	LogLevel hclog.Level
 	LogJSON  bool
@@ -56,6 +58,8 @@ type rawConfig struct {
 	ElectionTicks     int
 	HeartbeatTicks    int
 	SnapshotThreshold uint64
+	SnapshotBytes     int64
+	SnapshotTrailing  int
 	LogLevel          string
 	LogFormat         string
 	Pprof             bool
@@ -73,7 +77,7 @@ func (r rawConfig) validate() (nodeConfig, error) {
 	cfg := nodeConfig{
 		Name: r.Name, DataDir: r.DataDir, ClientAddr: r.ClientAddr, HTTPAddr: r.HTTPAddr, Pprof: r.Pprof,
 		ClusterID: r.ClusterID, Tick: r.Tick, ElectionTicks: r.ElectionTicks, HeartbeatTicks: r.HeartbeatTicks,
-		SnapshotThreshold: r.SnapshotThreshold,
+		SnapshotThreshold: r.SnapshotThreshold, SnapshotBytes: r.SnapshotBytes, SnapshotTrailing: r.SnapshotTrailing,
 	}
 	if err := validName(r.Name); err != nil {
 		errs = append(errs, fmt.Errorf("--name: %w", err))
@@ -107,8 +111,14 @@ func (r rawConfig) validate() (nodeConfig, error) {
 	case r.ElectionTicks <= r.HeartbeatTicks:
 		errs = append(errs, fmt.Errorf("--election-ticks %d must be greater than --heartbeat-ticks %d", r.ElectionTicks, r.HeartbeatTicks))
 	}
-	if r.SnapshotThreshold < 1 {
-		errs = append(errs, fmt.Errorf("--snapshot-threshold %d must be at least 1", r.SnapshotThreshold))
+	if r.SnapshotThreshold < 1 || r.SnapshotThreshold > 1<<31 {
+		errs = append(errs, fmt.Errorf("--snapshot-threshold %d must be between 1 and %d", r.SnapshotThreshold, 1<<31))
+	}
+	if r.SnapshotBytes < 1 {
+		errs = append(errs, fmt.Errorf("--snapshot-bytes %d must be at least 1", r.SnapshotBytes))
+	}
+	if r.SnapshotTrailing < 0 {
+		errs = append(errs, fmt.Errorf("--snapshot-trailing %d must not be negative", r.SnapshotTrailing))
 	}
 	cfg.LogLevel = hclog.LevelFromString(r.LogLevel)
 	if cfg.LogLevel == hclog.NoLevel {

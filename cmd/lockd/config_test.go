@@ -22,7 +22,8 @@ func defaults() rawConfig {
 	return rawConfig{
 		Name: defaultName, ClientAddr: defaultClientAddr, PeerAddr: defaultPeerAddr, HTTPAddr: defaultHTTPAddr,
 		ClusterID: defaultClusterID, Tick: defaultTick, ElectionTicks: defaultElectionTicks, HeartbeatTicks: defaultHeartbeatTicks,
-		SnapshotThreshold: defaultSnapshotThreshold, LogLevel: "info", LogFormat: "text",
+		SnapshotThreshold: defaultSnapshotThreshold, SnapshotBytes: defaultSnapshotBytes, SnapshotTrailing: defaultSnapshotTrailing,
+		LogLevel: "info", LogFormat: "text",
 	}
 }
 
@@ -120,7 +121,9 @@ func TestValidateRejectsBadUsage(t *testing.T) {
 		{"election not above heartbeat", func(r *rawConfig) { r.ElectionTicks, r.HeartbeatTicks = 3, 3 },
 			"--election-ticks 3 must be greater than --heartbeat-ticks 3"},
 		{"zero heartbeat", func(r *rawConfig) { r.HeartbeatTicks = 0 }, "--heartbeat-ticks 0 must be at least 1"},
-		{"zero snapshot threshold", func(r *rawConfig) { r.SnapshotThreshold = 0 }, "--snapshot-threshold 0 must be at least 1"},
+		{"zero snapshot threshold", func(r *rawConfig) { r.SnapshotThreshold = 0 }, "--snapshot-threshold 0 must be between 1 and"},
+		{"zero snapshot bytes", func(r *rawConfig) { r.SnapshotBytes = 0 }, "--snapshot-bytes 0 must be at least 1"},
+		{"negative snapshot trailing", func(r *rawConfig) { r.SnapshotTrailing = -1 }, "--snapshot-trailing -1 must not be negative"},
 		{"log level", func(r *rawConfig) { r.LogLevel = "loud" }, `--log-level "loud"`},
 		{"log format", func(r *rawConfig) { r.LogFormat = "xml" }, `--log-format "xml" must be text or json`},
 	}
@@ -199,13 +202,16 @@ func TestFlagsAndEnvVars(t *testing.T) {
 	t.Setenv("LOCKD_ELECTION_TICKS", "20")
 	t.Setenv("LOCKD_HEARTBEAT_TICKS", "2")
 	t.Setenv("LOCKD_SNAPSHOT_THRESHOLD", "5000")
+	t.Setenv("LOCKD_SNAPSHOT_BYTES", "1048576")
+	t.Setenv("LOCKD_SNAPSHOT_TRAILING", "0")
 	t.Setenv("LOCKD_LOG_LEVEL", "debug")
 	t.Setenv("LOCKD_LOG_FORMAT", "json")
 	t.Setenv("LOCKD_PPROF", "true")
 	want := rawConfig{
 		Name: "n2", DataDir: "/var/lib/lockd", ClientAddr: "127.0.0.1:8301", PeerAddr: "0.0.0.0:8401", PeerAddrSet: true,
 		InitialCluster: "n1=10.0.0.1:8401,n2=10.0.0.2:8401", ClusterID: "prod", Tick: 50 * time.Millisecond,
-		ElectionTicks: 20, HeartbeatTicks: 2, SnapshotThreshold: 5000, LogLevel: "debug", LogFormat: "json", Pprof: true,
+		ElectionTicks: 20, HeartbeatTicks: 2, SnapshotThreshold: 5000, SnapshotBytes: 1 << 20, SnapshotTrailing: 0,
+		LogLevel: "debug", LogFormat: "json", Pprof: true,
 	}
 	got := parseFlags(t)
 	if got != want {
@@ -259,7 +265,7 @@ func TestHelpExitsZero(t *testing.T) {
 	if code := run(context.Background(), []string{"lockd", "--help"}, &stdout, &stderr); code != exitOK {
 		t.Fatalf("exit code %d, stderr %q", code, stderr.String())
 	}
-	for _, want := range []string{"--initial-cluster", "LOCKD_INITIAL_CLUSTER", "snapshots and log compaction arrive with a later release", "dev"} {
+	for _, want := range []string{"--initial-cluster", "LOCKD_INITIAL_CLUSTER", "--snapshot-trailing", "dev"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("help lacks %q", want)
 		}

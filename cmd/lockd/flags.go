@@ -20,6 +20,8 @@ const (
 	flagElectionTicks     = "election-ticks"
 	flagHeartbeatTicks    = "heartbeat-ticks"
 	flagSnapshotThreshold = "snapshot-threshold"
+	flagSnapshotBytes     = "snapshot-bytes"
+	flagSnapshotTrailing  = "snapshot-trailing"
 	flagLogLevel          = "log-level"
 	flagLogFormat         = "log-format"
 	flagPprof             = "pprof"
@@ -37,6 +39,8 @@ const (
 	defaultElectionTicks     = 10
 	defaultHeartbeatTicks    = 1
 	defaultSnapshotThreshold = 10000
+	defaultSnapshotBytes     = 64 << 20
+	defaultSnapshotTrailing  = 5000
 )
 
 const (
@@ -76,8 +80,13 @@ func nodeFlags() []cli.Flag {
 		&cli.IntFlag{Name: flagHeartbeatTicks, Category: catRaft, Value: defaultHeartbeatTicks, EnvVars: env("HEARTBEAT_TICKS"),
 			Usage: "leader heartbeat interval in `TICKS`"},
 		&cli.Uint64Flag{Name: flagSnapshotThreshold, Category: catRaft, Value: defaultSnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"),
-			Usage: "applied `ENTRIES` between snapshots. Accepted and checked only: snapshots and log " +
-				"compaction arrive with a later release; until then the log grows without bound"},
+			Usage: "take a snapshot of the state machine (in <data-dir>/snapshots) once this many `ENTRIES` were applied " +
+				"since the last one, then compact the log; applies go on while it is written"},
+		&cli.Int64Flag{Name: flagSnapshotBytes, Category: catRaft, Value: defaultSnapshotBytes, EnvVars: env("SNAPSHOT_BYTES"),
+			Usage: "also take a snapshot once the entries applied since the last one total this many `BYTES`"},
+		&cli.IntFlag{Name: flagSnapshotTrailing, Category: catRaft, Value: defaultSnapshotTrailing, EnvVars: env("SNAPSHOT_TRAILING"),
+			Usage: "`ENTRIES` kept in the log before each snapshot when compacting, so a follower less than this far " +
+				"behind catches up from the log instead of by a snapshot transfer (0 keeps none)"},
 		&cli.StringFlag{Name: flagLogLevel, Category: catOps, Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "log `LEVEL`: trace, debug, info, warn, error or off"},
 		&cli.StringFlag{Name: flagLogFormat, Category: catOps, Value: "text", EnvVars: env("LOG_FORMAT"),
@@ -96,6 +105,8 @@ func rawFromContext(c *cli.Context) rawConfig {
 		InitialCluster: c.String(flagInitialCluster), ClusterID: c.String(flagClusterID),
 		Tick: c.Duration(flagTick), ElectionTicks: c.Int(flagElectionTicks), HeartbeatTicks: c.Int(flagHeartbeatTicks),
 		SnapshotThreshold: c.Uint64(flagSnapshotThreshold),
+		SnapshotBytes:     c.Int64(flagSnapshotBytes),
+		SnapshotTrailing:  c.Int(flagSnapshotTrailing),
 		LogLevel:          c.String(flagLogLevel), LogFormat: c.String(flagLogFormat), Pprof: c.Bool(flagPprof),
 	}
 }
@@ -116,6 +127,6 @@ func nodeAction(stderr io.Writer) cli.ActionFunc {
 			ctx, stop = watchParent(ctx, ppid)
 			defer stop()
 		}
-		return runNode(ctx, cfg, stderr, c.IsSet(flagSnapshotThreshold))
+		return runNode(ctx, cfg, stderr)
 	}
 }

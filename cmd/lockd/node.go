@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -39,8 +40,8 @@ type node struct {
 }
 
 // runNode starts a node, serves until ctx ends or the node fails, and
-// stops it cleanly. snapshotSet says --snapshot-threshold was given.
-func runNode(ctx context.Context, cfg nodeConfig, stderr io.Writer, snapshotSet bool) error {
+// stops it cleanly.
+func runNode(ctx context.Context, cfg nodeConfig, stderr io.Writer) error {
 	logger, gate := newLogger(cfg, stderr)
 	n, err := startNode(cfg, logger)
 	if err != nil {
@@ -50,10 +51,6 @@ func runNode(ctx context.Context, cfg nodeConfig, stderr io.Writer, snapshotSet 
 		return err
 	}
 	gate.release(true)
-	if snapshotSet {
-		logger.Warn("--snapshot-threshold is accepted, but this release takes no snapshots: the log is not compacted",
-			"threshold", cfg.SnapshotThreshold)
-	}
 	return n.serve(ctx)
 }
 
@@ -119,10 +116,19 @@ func startNode(cfg nodeConfig, logger hclog.Logger) (_ *node, err error) {
 		logger.Info("data dir claimed for this member", "data_dir", cfg.DataDir, "cluster_id", cfg.ClusterID, "node_id", cfg.ID)
 	}
 
+	snaps, err := store.NewFileSnapshotStore(filepath.Join(cfg.DataDir, "snapshots"), store.SnapshotOptions{Logger: logger.Named("snapshots")})
+	if err != nil {
+		return nil, fmt.Errorf("opening the snapshot dir: %w", err)
+	}
+	trailing := cfg.SnapshotTrailing
+	if trailing == 0 {
+		trailing = -1 // server.Config: negative keeps none
+	}
 	n.srv, err = server.New(server.Config{
 		ID: cfg.ID, Name: cfg.Name, Members: cfg.Members, ClusterID: cfg.ClusterID,
 		ClientListener: clientL, PeerListener: peerL,
-		LogStore: n.store, StableStore: n.store,
+		LogStore: n.store, StableStore: n.store, SnapshotStore: snaps,
+		SnapshotEntries: int(cfg.SnapshotThreshold), SnapshotBytes: cfg.SnapshotBytes, SnapshotTrailing: trailing,
 		TickInterval: cfg.Tick, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
 		Logger: logger,
 	})
