@@ -54,7 +54,7 @@ func commands(a *app) []*cli.Command {
 		statusCommand(a), memberCommand(a),
 		putCommand(a), getCommand(a), delCommand(a), lsCommand(a), watchCommand(a), txnCommand(a),
 		sessionCommand(a), lockCommand(a), electCommand(a),
-		completionCommand(a),
+		benchCommand(a), completionCommand(a),
 	}
 }
 
@@ -240,12 +240,7 @@ func (a *app) connect(c *cli.Context) (*conn, error) {
 	// Global flags: urfave/cli looks them up through the parent contexts.
 	root := c
 	raw := root.String(flagEndpoints)
-	var eps []string
-	for _, e := range strings.Split(raw, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			eps = append(eps, e)
-		}
-	}
+	eps := splitEndpoints(raw)
 	timeout := root.Duration(flagTimeout)
 	cl, err := client.New(client.Config{
 		Endpoints: eps, ClusterID: root.String(flagClusterID), Name: "lockctl",
