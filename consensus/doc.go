@@ -22,6 +22,11 @@
 //     A follower commits at most the last entry the leader verified in the
 //     message that carried the commit index.
 //
+//  6. Snapshots hold only committed state: a node snapshots what it has
+//     applied, compacts no further than what is applied and durable, and
+//     installs a received snapshot only as a follower and only if it is
+//     ahead of its commit index (which therefore never goes back).
+//
 // Messages in Ready.Messages may leave before the Ready is durable (the
 // leader's appends: it replicates in parallel with its own fsync, counting
 // itself toward commit only once durable). Ready.MessagesAfterPersist vouch
