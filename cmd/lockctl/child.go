@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -42,6 +43,14 @@ func (a *app) runChild(lock string, argv []string, env []string, lost <-chan str
 		}
 	})
 	defer restore()
+	// A signal that came after the caller's last look but before the
+	// route above ended the root context instead: pass it on now.
+	var ie interruptedError
+	if errors.As(context.Cause(a.ctx), &ie) {
+		if sig, ok := ie.sig.(syscall.Signal); ok {
+			signalGroup(sig)
+		}
+	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }() // child waiter: ends when the command exits
 

@@ -25,15 +25,16 @@
 //     failed first (then the codes above). One function, exitCode, maps
 //     errors to codes with errors.Is on the api and client sentinels.
 //  2. Errors are one line on stderr, "lockctl: " then what failed and
-//     what to do (a hint is added by class when the error carries none).
+//     what to do (message adds a hint by exit code: where lockd was
+//     looked for, that a session must be made anew, which --help to read).
 //     Two exit-1 answers print no error line because their output is the
 //     answer: `txn` whose compares failed, and `lock check` of a token
 //     that is not current.
 //  3. stdout carries data only: a command prints its result there when
 //     it exits 0, or 1 for txn and lock check (above); on any other
 //     failure it prints nothing there, except what a streaming command
-//     (watch, elect, session keepalive) or the command run under a lock
-//     printed before. Notes for people (`ls` has more keys, a release
+//     (watch, elect, session keepalive, lock without a command) or the
+//     command run under a lock printed before. Notes for people (`ls` has more keys, a release
 //     that failed) go to stderr, and waiting progress goes to stderr only
 //     when it is a terminal.
 //  4. --output json prints exactly one JSON document per command, on one

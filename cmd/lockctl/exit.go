@@ -80,15 +80,6 @@ type childExit struct{ code int }
 
 func (e childExit) Error() string { return fmt.Sprintf("the command exited with code %d", e.code) }
 
-// hinted is an error that says what to do itself; report adds no hint.
-type hinted struct {
-	err  error
-	hint string
-}
-
-func (h hinted) Error() string { return h.err.Error() + "; " + h.hint }
-func (h hinted) Unwrap() error { return h.err }
-
 // exitCode maps an error to lockctl's exit code. The order matters: a
 // more specific class wins (a session lost while the cluster was
 // unavailable is reported as lost).
@@ -124,10 +115,6 @@ func signalExitCode(sig syscall.Signal) int { return 128 + int(sig) }
 // message is the one line report prints for err (without "lockctl: ").
 func message(err error, endpoints string) string {
 	msg := oneLine(err.Error())
-	var h hinted
-	if errors.As(err, &h) {
-		return msg
-	}
 	switch exitCode(err) {
 	case exitUsage:
 		var ue usageError

@@ -148,6 +148,11 @@ func (a *app) lock(cn *conn, r lockRequest, opts []client.SessionOption) error {
 	if err := a.acquire(cn, r, s, h); err != nil {
 		return err
 	}
+	if a.ctx.Err() != nil {
+		// A signal came between the grant and taking signals over: do
+		// not start the command (the deferred Close releases the lock).
+		return fmt.Errorf("lock %q: acquired, then %w before the command started; released it", r.name, context.Cause(a.ctx))
+	}
 	env := []string{
 		"LOCKD_FENCING_TOKEN=" + strconv.FormatUint(h.token(), 10),
 		"LOCKD_LOCK_NAME=" + r.name,
