@@ -12,12 +12,16 @@
 //
 //  1. Election Safety: at most one leader per term. A node votes at most
 //     once per term and the vote is durable before the answer leaves.
+//
 //  2. Leader Append-Only: a leader never overwrites or deletes its entries.
+//
 //  3. Log Matching: two logs with an entry of the same index and term are
 //     identical up to it.
+//
 //  4. Leader Completeness: a committed entry is in the log of every later
 //     leader; only entries of the leader's current term commit by counting
 //     replicas (Figure 8), and every leader starts its term with a no-op.
+//
 //  5. State Machine Safety: every node applies the same entry at each index.
 //     A follower commits at most the last entry the leader verified in the
 //     message that carried the commit index.
