@@ -701,3 +701,92 @@ func TestE2EReadmeTour(t *testing.T) {
 		}
 	}
 }
+
+// A watch goes on across the failure of the node it streams from, and
+// status shows the dead node while the others keep a leader. This test
+// runs a cluster of its own (lockd dev stops every node when one dies).
+func TestE2EWatchSurvivesANodeFailure(t *testing.T) {
+	shared := cluster(t)  // the built binaries
+	var addrs [][3]string // client, peer, http of each node
+	var hold []net.Listener
+	for range 3 {
+		var a [3]string
+		for j := range a {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hold = append(hold, l)
+			a[j] = l.Addr().String()
+		}
+		addrs = append(addrs, a)
+	}
+	for _, l := range hold {
+		l.Close()
+	}
+	var initial, endpoints []string
+	for i, a := range addrs {
+		initial = append(initial, fmt.Sprintf("n%d=%s", i+1, a[1]))
+		endpoints = append(endpoints, a[0])
+	}
+	nodes := make([]*exec.Cmd, 3)
+	dir := t.TempDir()
+	for i, a := range addrs {
+		cmd := exec.Command(shared.lockd, "--name", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			"--client-addr", a[0], "--peer-addr", a[1], "--http-addr", a[2], "--initial-cluster", strings.Join(initial, ","),
+			"--log-level", "warn")
+		cmd.Env = append(cleanEnv(), "LOCKD_TICK=50ms")
+		cmd.Stderr = &lockedBuffer{}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = cmd
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			<-done
+		})
+	}
+	tc := &testCluster{lockctl: shared.lockctl, endpoints: strings.Join(endpoints, ",")}
+	waitUntil(t, 30*time.Second, "a leader", func() (bool, string) {
+		r := tc.ctl(t, "--timeout", "1s", "status")
+		return r.code == 0, r.String()
+	})
+	var start PutOutput
+	tc.expectJSON(t, &start, "put", "w/start", "0")
+	// The client streams from the first endpoint, n1, until it fails.
+	w := tc.startCtl(t, "", "watch", "--prefix", "--rev", strconv.FormatInt(start.Revision+1, 10), "w/")
+	tc.expect(t, 0, "put", "w/a", "before")
+	if l := w.lines(t, 1)[0]; !strings.HasSuffix(l, " before") {
+		t.Fatalf("watch: %q", l)
+	}
+	if err := nodes[0].Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Writes go on through the others (the client skips the dead node).
+	waitUntil(t, 30*time.Second, "a write after n1 died", func() (bool, string) {
+		r := tc.ctl(t, "--timeout", "2s", "put", "w/a", "after")
+		return r.code == 0, r.String()
+	})
+	if l := w.lines(t, 2)[1]; !strings.HasPrefix(l, "PUT w/a rev=") || !strings.HasSuffix(l, " after") {
+		t.Fatalf("watch after n1 died: %q", l)
+	}
+	var st StatusOutput
+	waitUntil(t, 30*time.Second, "status with a leader among n2, n3", func() (bool, string) {
+		st = StatusOutput{}
+		r := tc.ctl(t, "-o", "json", "--timeout", "2s", "status")
+		if r.code != 0 {
+			return false, r.String()
+		}
+		decodeOne(t, r.stdout, &st)
+		return true, ""
+	})
+	if st.Members[0].Error == "" || st.Members[0].Endpoint != endpoints[0] || st.Leader == "n1" || st.Leader == "" {
+		t.Fatalf("status with n1 dead: %+v", st)
+	}
+	w.signal(t, syscall.SIGINT)
+	if r := w.wait(t, 10*time.Second); r.code != 0 || strings.Count(r.stdout, "\n") != 2 {
+		t.Fatalf("watch: %v", r)
+	}
+}
