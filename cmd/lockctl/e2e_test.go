@@ -790,3 +790,31 @@ func TestE2EWatchSurvivesANodeFailure(t *testing.T) {
 		t.Fatalf("watch: %v", r)
 	}
 }
+
+// On a terminal, a wait longer than a second shows who holds the lock and
+// how long lockctl has waited (without one, TestE2ELockHoldWaitAndCheck
+// checks that stderr holds the one error line only). script(1) gives
+// lockctl a pseudo-terminal.
+func TestE2ELockProgressOnATerminal(t *testing.T) {
+	tc := cluster(t)
+	scriptBin, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("no script(1) to run lockctl on a pseudo-terminal")
+	}
+	lock := name(t, "db")
+	holder := tc.startCtl(t, "", "-o", "json", "lock", lock)
+	var held LockHeldOutput
+	decodeOne(t, holder.lines(t, 1)[0]+"\n", &held)
+	cmd := exec.Command(scriptBin, "-qec", tc.lockctl+" lock --wait 2500ms "+lock+" -- true", "/dev/null")
+	cmd.Env = append(cleanEnv(), "LOCKD_ENDPOINTS="+tc.endpoints)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	_ = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != exitFalse {
+		t.Fatalf("exit %d, want 1; terminal output %q", code, out.String())
+	}
+	want := fmt.Sprintf("waiting for lock %q: held by session %s (token %d) for ", lock, held.Session, held.Token)
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "queue position 1 of 1, waited ") {
+		t.Fatalf("terminal output %q lacks the progress line %q", out.String(), want)
+	}
+}
