@@ -73,6 +73,10 @@ func (a *applier) Restore(r io.Reader) error {
 	if err := a.s.fsm.Restore(r); err != nil {
 		return err
 	}
+	// The grants, withdrawals and session ends inside the snapshot's
+	// range were never applied here one by one, so blocked acquires
+	// learn their fate from the restored state instead.
+	a.s.waits.reconcile(a.s.fsm)
 	a.s.changes.notify()
 	return nil
 }
@@ -87,6 +91,7 @@ type outcome struct {
 
 type waiter struct {
 	session session.ID
+	lock    string
 	ch      chan outcome // capacity 1: the applier never blocks
 }
 
@@ -100,8 +105,8 @@ type waitTable struct {
 
 func newWaitTable() *waitTable { return &waitTable{byID: map[uint64][]*waiter{}} }
 
-func (t *waitTable) add(waitID uint64, sess session.ID) *waiter {
-	w := &waiter{session: sess, ch: make(chan outcome, 1)}
+func (t *waitTable) add(waitID uint64, sess session.ID, lock string) *waiter {
+	w := &waiter{session: sess, lock: lock, ch: make(chan outcome, 1)}
 	t.mu.Lock()
 	t.byID[waitID] = append(t.byID[waitID], w)
 	t.mu.Unlock()
@@ -168,6 +173,49 @@ func (t *waitTable) ended(ids []session.ID) {
 			t.settleLocked(wid, outcome{err: api.Errorf(api.CodeSessionNotFound, "session %s ended while waiting for the lock", ws[0].session)})
 		}
 	}
+}
+
+// waitState is what reconcile reads of the state machine.
+type waitState interface {
+	Lock(name string) api.LockInfo
+	Session(id session.ID) (api.SessionInfo, bool)
+}
+
+// reconcile settles every wait from the state alone (after a snapshot
+// replaced it): granted if the lock holds a grant from that wait, ended
+// if the session is gone, withdrawn if the wait is no longer queued;
+// still-queued waits keep waiting.
+func (t *waitTable) reconcile(st waitState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for wid, ws := range t.byID {
+		if len(ws) == 0 {
+			continue
+		}
+		if o, ok := waitOutcome(st, wid, ws[0]); ok {
+			t.settleLocked(wid, o)
+		}
+	}
+}
+
+// waitOutcome decides a wait from the state: ok is false while it is
+// still queued.
+func waitOutcome(st waitState, waitID uint64, w *waiter) (outcome, bool) {
+	info := st.Lock(w.lock)
+	for i := range info.Holders {
+		if g := info.Holders[i]; g.Session == w.session && g.WaitID == waitID {
+			return outcome{grant: &g}, true
+		}
+	}
+	for _, q := range info.Waiters {
+		if q.WaitID == waitID {
+			return outcome{}, false
+		}
+	}
+	if _, ok := st.Session(w.session); !ok {
+		return outcome{err: api.Errorf(api.CodeSessionNotFound, "session %s ended while waiting for the lock", w.session)}, true
+	}
+	return outcome{err: api.Errorf(api.CodeUnavailable, "the wait for lock %q ended while this node caught up from a snapshot; retry", w.lock)}, true
 }
 
 // broadcaster wakes every goroutine waiting for the next change.

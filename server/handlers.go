@@ -233,7 +233,7 @@ func (s *Server) onLockAcquire(ctx context.Context, req *api.LockAcquireRequest)
 func (s *Server) awaitGrant(ctx context.Context, req *api.LockAcquireRequest, w api.Waiter) (*api.LockAcquireResponse, error) {
 	s.blockedAcquires.Add(1)
 	defer s.blockedAcquires.Add(-1)
-	wt := s.waits.add(w.WaitID, req.Session)
+	wt := s.waits.add(w.WaitID, req.Session, req.Name)
 	defer s.waits.remove(w.WaitID, wt)
 	// The grant may have been applied before we registered.
 	if g, ok := s.grantFor(req.Name, req.Session, w.WaitID); ok {

@@ -1,0 +1,61 @@
+package server
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/lockd/lockd/api"
+	"github.com/lockd/lockd/session"
+)
+
+// fakeWaitState is a restored state for reconcile.
+type fakeWaitState struct {
+	locks    map[string]api.LockInfo
+	sessions map[session.ID]bool
+}
+
+func (f fakeWaitState) Lock(name string) api.LockInfo { return f.locks[name] }
+func (f fakeWaitState) Session(id session.ID) (api.SessionInfo, bool) {
+	return api.SessionInfo{ID: id}, f.sessions[id]
+}
+
+// TestBlockedAcquiresLearnTheirFateFromAnInstalledSnapshot: a follower
+// that catches up by snapshot never applies the grants, withdrawals and
+// session ends inside it one by one; the calls blocked on those waits
+// must still be answered — granted, ended, withdrawn — and a wait still
+// queued in the snapshot keeps waiting.
+func TestBlockedAcquiresLearnTheirFateFromAnInstalledSnapshot(t *testing.T) {
+	s1, s2, s3, s4 := session.ID(1), session.ID(2), session.ID(3), session.ID(4)
+	tbl := newWaitTable()
+	granted := tbl.add(10, s1, "a")
+	queued := tbl.add(11, s2, "a")
+	ended := tbl.add(12, s3, "b")
+	withdrawn := tbl.add(13, s4, "b")
+	st := fakeWaitState{
+		locks: map[string]api.LockInfo{
+			"a": {Name: "a", Holders: []api.Grant{{Lock: "a", Session: s1, Token: 7, WaitID: 10}},
+				Waiters: []api.Waiter{{Lock: "a", Session: s2, WaitID: 11}}},
+			"b": {Name: "b"},
+		},
+		sessions: map[session.ID]bool{s1: true, s2: true, s4: true},
+	}
+	tbl.reconcile(st)
+
+	if o := <-granted.ch; o.err != nil || o.grant == nil || o.grant.Token != 7 {
+		t.Fatalf("granted wait: %+v", o)
+	}
+	if o := <-ended.ch; !errors.Is(o.err, api.ErrSessionNotFound) {
+		t.Fatalf("wait of an ended session: %+v", o)
+	}
+	if o := <-withdrawn.ch; !errors.Is(o.err, api.ErrUnavailable) {
+		t.Fatalf("withdrawn wait: %+v", o)
+	}
+	select {
+	case o := <-queued.ch:
+		t.Fatalf("a wait still queued in the snapshot was settled: %+v", o)
+	default:
+	}
+	if len(tbl.byID) != 1 || len(tbl.byID[11]) != 1 {
+		t.Fatalf("table after reconcile: %v", tbl.byID)
+	}
+}
