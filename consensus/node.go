@@ -21,7 +21,7 @@ const (
 	DefaultMaxPendingProposals = 4096
 	DefaultMaxPendingReads     = 4096
 	DefaultInboxSize           = 4096
-	DefaultSnapshotEntries     = 10000
+	DefaultSnapshotEntries     = 100000
 	DefaultSnapshotBytes       = 64 << 20
 	DefaultSnapshotTimeout     = 5 * time.Minute
 )
