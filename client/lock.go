@@ -135,9 +135,10 @@ func (h *handle) drop(token uint64) {
 // current returns the grant held through this handle, if any, while the
 // session lives.
 func (h *handle) current() (api.Grant, bool) {
+	alive := h.s.alive() // before h.mu: ending the session signals this handle's Lost channel
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.grant == nil || h.s.ctx.Err() != nil {
+	if h.grant == nil || !alive {
 		return api.Grant{}, false
 	}
 	return *h.grant, true

@@ -65,6 +65,12 @@ type Session struct {
 	name      string
 	ttl       atomic.Int64 // nanoseconds; updated by keepalive answers
 
+	// deadline is when the session is lost without a keepalive that
+	// succeeds, as nanoseconds after born (monotonic clock): the last
+	// successful keepalive's send time plus the TTL.
+	born     time.Time
+	deadline atomic.Int64
+
 	// ctx is cancelled, with Err as its cause, when the session ends.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -134,6 +140,8 @@ func (c *Client) startSession(info api.SessionInfo, lastOK time.Time) (*Session,
 	s := &Session{c: c, id: info.ID, lockDelay: time.Duration(info.LockDelay), name: info.Name,
 		loop: make(chan struct{}), held: map[chan struct{}]struct{}{}}
 	s.ttl.Store(info.TTL)
+	s.born = time.Now()
+	s.setDeadline(lastOK.Add(s.TTL()))
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	if !c.goroutine(func() { s.keepalive(lastOK) }) {
 		s.end(ErrClosed)
@@ -169,6 +177,7 @@ func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
 // ErrSessionLost and its cause (api.ErrSessionNotFound with the server's
 // message, ErrSessionExpired, or ErrClosed), or ErrSessionClosed.
 func (s *Session) Err() error {
+	s.alive()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
@@ -217,6 +226,26 @@ func (s *Session) end(err error) bool {
 	}
 	if errors.Is(err, ErrSessionLost) {
 		s.c.logger.Warn("session lost", "session", s.id, "locks", len(held), "error", err)
+	}
+	return true
+}
+
+func (s *Session) setDeadline(t time.Time) { s.deadline.Store(int64(t.Sub(s.born))) }
+
+// alive reports whether the session may still be live, ending it as
+// expired if its deadline has passed. The keepalive goroutine would find
+// that out when it next runs; checking here too closes the window in
+// which a process resumed after a pause longer than the TTL (SIGSTOP, a
+// VM freeze, a long GC) would still see its locks as held because that
+// goroutine has not been scheduled yet.
+func (s *Session) alive() bool {
+	if s.ctx.Err() != nil {
+		return false
+	}
+	if over := time.Since(s.born) - time.Duration(s.deadline.Load()); over >= 0 {
+		s.lose(fmt.Errorf("%w: no keepalive succeeded within the TTL %v (the process may have been paused); %v past the deadline",
+			ErrSessionExpired, s.TTL(), over.Round(time.Millisecond)))
+		return false
 	}
 	return true
 }
@@ -306,6 +335,7 @@ func (s *Session) keepalive(lastOK time.Time) {
 			if ttl > 0 {
 				s.ttl.Store(int64(ttl))
 			}
+			s.setDeadline(lastOK.Add(s.TTL()))
 			next = s.TTL() / 3
 		case errors.Is(err, api.ErrSessionNotFound):
 			s.lose(err)
