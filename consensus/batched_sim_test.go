@@ -119,7 +119,7 @@ func (s *simulation) stepBatched(readyProb float64) error {
 	up = s.upNodes()
 	if len(up) > 0 && s.rng.Float64() < s.opts.transferRate {
 		n := up[s.rng.Intn(len(up))]
-		to := s.voters[s.rng.Intn(len(s.voters))]
+		to := s.ids[s.rng.Intn(len(s.ids))]
 		_ = n.raft.TransferLeadership(to)
 	}
 	if err := s.randomFaults(); err != nil {

@@ -20,6 +20,7 @@ func TestSimulationCatchesBrokenCore(t *testing.T) {
 		{"old-term entries committed by counting (Figure 8)", breakCurrentTermCommit},
 		{"votes granted without the up-to-date check", breakUpToDateCheck},
 		{"snapshot installed that is not ahead of the commit index", breakStaleSnapshot},
+		{"membership change started while another is uncommitted", breakConfChangeOnce},
 	}
 	seeds := envInt("LOCKD_SIM_SEEDS", 2000)
 	for _, c := range cases {

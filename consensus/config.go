@@ -3,16 +3,29 @@ package consensus
 import (
 	"fmt"
 	"math/rand"
+	"slices"
 
 	"github.com/hashicorp/go-hclog"
 )
 
 // Config configures one Raft core. Validate fills defaults.
 type Config struct {
-	// ID is this node's id; it must be one of Voters.
+	// ID is this node's id; it must be a member of the bootstrap
+	// configuration.
 	ID NodeID
-	// Voters are the ids of every voting member, this node included.
-	Voters []NodeID
+	// Voters and Learners are the bootstrap configuration: the one in use
+	// before any configuration entry in the log (and without a snapshot).
+	// Members, if set, is the same with names and addresses and takes
+	// their place. Once the log or a snapshot holds a configuration, that
+	// one wins.
+	Voters   []NodeID
+	Learners []NodeID
+	Members  *Configuration
+
+	// PromoteLag: the leader promotes a learner added with AutoPromote
+	// once its log is within this many entries of the leader's and it
+	// answered within the last election timeout. Default 1000.
+	PromoteLag int
 
 	// ElectionTicks is the minimum election timeout in ticks; the actual
 	// timeout is drawn from [ElectionTicks, 2*ElectionTicks) at every reset.
@@ -70,7 +83,21 @@ const (
 	// breakStaleSnapshot installs a received snapshot even when it is not
 	// ahead of the commit index, taking the state machine back in time.
 	breakStaleSnapshot
+	// breakConfChangeOnce lets the leader start a membership change while
+	// another is uncommitted.
+	breakConfChangeOnce
+	// breakConfTermCommit lets a new leader change membership before it
+	// has committed an entry of its term (the §4.1 bug).
+	breakConfTermCommit
 )
+
+// bootstrap is the configuration before any in the log.
+func (c *Config) bootstrap() Configuration {
+	if c.Members != nil {
+		return c.Members.Clone()
+	}
+	return NewConfiguration(c.Voters, c.Learners)
+}
 
 // Validate checks the configuration and fills defaults.
 func (c *Config) Validate() error {
@@ -78,19 +105,27 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node id must not be 0")
 	}
 	seen := map[NodeID]bool{}
-	member := false
-	for _, v := range c.Voters {
+	for _, v := range append(slices.Clone(c.Voters), c.Learners...) {
 		if v == None {
-			return fmt.Errorf("voter id must not be 0")
+			return fmt.Errorf("member id must not be 0")
 		}
 		if seen[v] {
-			return fmt.Errorf("voter %d listed twice", v)
+			return fmt.Errorf("member %d listed twice", v)
 		}
 		seen[v] = true
-		member = member || v == c.ID
 	}
-	if !member {
-		return fmt.Errorf("node %d is not among the voters %v", c.ID, c.Voters)
+	boot := c.bootstrap()
+	if err := boot.Validate(); err != nil {
+		return fmt.Errorf("bootstrap configuration: %w", err)
+	}
+	if _, ok := boot.Member(c.ID); !ok {
+		return fmt.Errorf("node %d is not among the members %v", c.ID, boot)
+	}
+	if c.PromoteLag == 0 {
+		c.PromoteLag = 1000
+	}
+	if c.PromoteLag < 0 {
+		return fmt.Errorf("promote lag %d must be positive", c.PromoteLag)
 	}
 	if c.HeartbeatTicks == 0 {
 		c.HeartbeatTicks = 1

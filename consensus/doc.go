@@ -31,6 +31,13 @@
 //     installs a received snapshot only as a follower and only if it is
 //     ahead of its commit index (which therefore never goes back).
 //
+//  7. Membership changes one server at a time (§4.1): a node uses the
+//     latest configuration in its log, committed or not; a leader starts a
+//     change only when its previous configuration entry is committed and
+//     it has committed an entry of its own term. Learners receive the log
+//     but never vote, campaign or count toward commit, CheckQuorum or
+//     ReadIndex. Member ids are never reused (Configuration.NextID).
+//
 // Messages in Ready.Messages may leave before the Ready is durable (the
 // leader's appends: it replicates in parallel with its own fsync, counting
 // itself toward commit only once durable). Ready.MessagesAfterPersist vouch

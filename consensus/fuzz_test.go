@@ -51,7 +51,7 @@ func FuzzStep(f *testing.F) {
 		}
 		// Byzantine input may break agreement (Raft trusts its peers), but
 		// each node's own cursors must stay in order.
-		for _, id := range sc.voters {
+		for _, id := range sc.ids {
 			if err := sc.check.checkLogInvariants(sc.r(id)); err != nil {
 				t.Fatal(err)
 			}

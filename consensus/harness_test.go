@@ -98,7 +98,7 @@ func (sc *scenario) deliverMessages() {
 func (sc *scenario) tick(n int, ids ...NodeID) {
 	sc.t.Helper()
 	if len(ids) == 0 {
-		ids = sc.voters
+		ids = sc.ids
 	}
 	for i := 0; i < n; i++ {
 		for _, id := range ids {
@@ -142,7 +142,7 @@ func (sc *scenario) readIndex(id NodeID, rid uint64) {
 
 // isolate cuts every link to and from id; heal restores all links.
 func (sc *scenario) isolate(id NodeID) {
-	for _, o := range sc.voters {
+	for _, o := range sc.ids {
 		sc.cut[[2]NodeID{id, o}], sc.cut[[2]NodeID{o, id}] = true, true
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,7 @@ const (
 	DefaultMaxPendingProposals = 4096
 	DefaultMaxPendingReads     = 4096
 	DefaultInboxSize           = 4096
-	DefaultSnapshotEntries     = 100000
+	DefaultSnapshotEntries     = 10000
 	DefaultSnapshotBytes       = 64 << 20
 	DefaultSnapshotTimeout     = 5 * time.Minute
 )
@@ -68,8 +69,15 @@ type NodeConfig struct {
 	// Logger receives the driver's events. Default: discard.
 	Logger hclog.Logger
 	// PeerAddrs maps peers to addresses, only to tell callers where the
-	// leader is. Optional.
+	// leader is. Optional; addresses in the configuration (ConfMember.Addr)
+	// replace them as configurations change.
 	PeerAddrs map[NodeID]string
+	// OnConfigChange, if set, is called with the configuration in use:
+	// once in StartNode, then on the loop goroutine whenever it changes
+	// (an entry appended or truncated, a snapshot installed; it may not
+	// be committed yet). It must not block or call the Node's blocking
+	// methods; the server updates its transport's peers here.
+	OnConfigChange func(Configuration)
 
 	// MaxPendingProposals bounds proposals queued or awaiting apply;
 	// MaxPendingReads bounds ReadIndex calls in progress; InboxSize bounds
@@ -192,6 +200,7 @@ type Node struct {
 	propc     chan *proposal
 	readc     chan *readRequestW
 	transferc chan *transferRequest
+	confc     chan *proposal
 	// propSlots and readSlots count requests from enqueue until they are
 	// answered or abandoned, bounding the loop's waiter tables too.
 	propSlots chan struct{}
@@ -228,7 +237,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	id := cfg.Raft.ID
-	snap, err := restoreSnapshot(cfg)
+	snap, snapConf, err := restoreSnapshot(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", id, err)
 	}
@@ -236,12 +245,18 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %d: loading durable state: %w", id, err)
 	}
+	if snapConf != nil {
+		st.Config, st.ConfigIndex = snapConf, snap.Index
+	}
 	cfg.Raft.Applied = max(cfg.Raft.Applied, snap.Index)
 	core, err := New(cfg.Raft, st)
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", id, err)
 	}
 	cfg.PeerAddrs = maps.Clone(cfg.PeerAddrs)
+	if cfg.PeerAddrs == nil {
+		cfg.PeerAddrs = map[NodeID]string{}
+	}
 	n := &Node{
 		id:        id,
 		cfg:       cfg,
@@ -250,6 +265,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		propc:     make(chan *proposal, cfg.MaxPendingProposals),
 		readc:     make(chan *readRequestW, cfg.MaxPendingReads),
 		transferc: make(chan *transferRequest, maxPendingTransfers),
+		confc:     make(chan *proposal, maxPendingConfChanges),
 		propSlots: make(chan struct{}, cfg.MaxPendingProposals),
 		readSlots: make(chan struct{}, cfg.MaxPendingReads),
 		stopc:     make(chan struct{}),
@@ -268,6 +284,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	n.readSeq.Store(uint64(cfg.Now().UnixNano()))
 	n.metrics = newNodeMetrics()
 	n.initLoop(core, st, snap)
+	n.onConfig(core.Configuration())
 	n.publish()
 	n.logger.Info("node started", "id", id, "term", st.HardState.Term, "commit", st.HardState.Commit,
 		"last_index", n.lastIndex, "tick", cfg.TickInterval, "group_commit", n.batch != nil)
@@ -287,25 +304,39 @@ func sameObject(a, b any) bool {
 
 // restoreSnapshot restores the state machine from the newest intact
 // snapshot, if there is a snapshot store and a snapshot in it, and returns
-// its metadata (zero if none).
-func restoreSnapshot(cfg NodeConfig) (SnapshotMeta, error) {
+// its metadata (zero if none) and the configuration as of its index.
+func restoreSnapshot(cfg NodeConfig) (SnapshotMeta, *Configuration, error) {
 	if cfg.SnapshotStore == nil {
-		return SnapshotMeta{}, nil
+		return SnapshotMeta{}, nil, nil
 	}
 	meta, rc, ok, err := cfg.SnapshotStore.Latest()
 	if err != nil {
-		return SnapshotMeta{}, fmt.Errorf("finding the newest snapshot: %w", err)
+		return SnapshotMeta{}, nil, fmt.Errorf("finding the newest snapshot: %w", err)
 	}
 	if !ok {
-		return SnapshotMeta{}, nil
+		return SnapshotMeta{}, nil, nil
 	}
 	defer rc.Close()
 	start := time.Now()
-	if err := cfg.StateMachine.Restore(rc); err != nil {
-		return SnapshotMeta{}, fmt.Errorf("restoring the state machine from snapshot %d (term %d): %w", meta.Index, meta.Term, err)
+	conf, body, err := readConfHeader(rc)
+	if err != nil {
+		return SnapshotMeta{}, nil, fmt.Errorf("snapshot %d (term %d): %w", meta.Index, meta.Term, err)
 	}
-	cfg.Logger.Info("state machine restored from snapshot", "index", meta.Index, "term", meta.Term, "bytes", meta.Size, "took", time.Since(start))
-	return meta, nil
+	if conf == nil {
+		// Written before configurations were stored in snapshots: the
+		// members then were the bootstrap ones.
+		c := NewConfiguration(meta.Voters, nil)
+		if boot := cfg.Raft.bootstrap(); slices.Equal(boot.Voters(), c.Voters()) {
+			c = boot
+		}
+		conf = &c
+	}
+	if err := cfg.StateMachine.Restore(body); err != nil {
+		return SnapshotMeta{}, nil, fmt.Errorf("restoring the state machine from snapshot %d (term %d): %w", meta.Index, meta.Term, err)
+	}
+	cfg.Logger.Info("state machine restored from snapshot", "index", meta.Index, "term", meta.Term, "bytes", meta.Size,
+		"config", conf.String(), "took", time.Since(start))
+	return meta, conf, nil
 }
 
 // loadState reads the hard state and the stored log, verifying every

@@ -20,8 +20,10 @@ const (
 )
 
 type proposal struct {
-	ctx    context.Context
-	data   []byte
+	ctx  context.Context
+	data []byte
+	// conf is set for a membership change (ProposeConfChange).
+	conf   *ConfChange
 	index  Index
 	term   Term
 	result chan proposeResult // capacity 1: the loop never waits for a caller that left
@@ -125,6 +127,8 @@ func (n *Node) run() {
 			n.startRead(r)
 		case t := <-n.transferc:
 			n.startTransfer(t)
+		case p := <-n.confc:
+			n.startConfChange(p)
 		case res := <-n.snapDone:
 			n.snapshotTaken(res)
 		case res := <-n.sentc:
@@ -289,6 +293,9 @@ func (n *Node) handleReady(rd Ready) error {
 	}
 	n.apply(rd.CommittedEntries)
 	n.deliverReadStates(rd.ReadStates)
+	if rd.Config != nil {
+		n.onConfig(*rd.Config)
+	}
 	if rd.SoftState != nil {
 		n.onSoftState(*rd.SoftState)
 	}
@@ -375,10 +382,18 @@ func (n *Node) apply(ents []Entry) {
 	for i := range ents {
 		e := ents[i]
 		var value any
-		if e.Type == EntryNormal {
+		switch e.Type {
+		case EntryNormal:
 			start := time.Now()
 			value = n.cfg.StateMachine.Apply(e)
 			n.metrics.Apply.Observe(time.Since(start))
+		case EntryConfig:
+			// Verified when it entered the log; the proposer gets the
+			// change as carried out.
+			if cc, c, err := DecodeConfEntry(e.Data); err == nil {
+				value = ConfChangeResult{Change: cc, Config: c, Index: e.Index}
+				n.logger.Info("membership change committed", "index", e.Index, "term", e.Term, "change", cc.String(), "config", c.String())
+			}
 		}
 		n.applied = e.Index
 		n.snaps.sinceEntries++
@@ -549,6 +564,8 @@ func (n *Node) shutdown(cause error) {
 			n.settleRead(r, cause)
 		case t := <-n.transferc:
 			t.result <- cause
+		case p := <-n.confc:
+			n.settleProposal(p, nil, cause)
 		default:
 			return
 		}

@@ -48,6 +48,7 @@ type snapSent struct {
 type snapOffer struct {
 	from NodeID
 	meta SnapshotMeta
+	conf Configuration
 }
 
 // maybeSnapshot starts a snapshot once the log since the last one passes
@@ -66,7 +67,8 @@ func (n *Node) maybeSnapshot() {
 	if ss.sinceEntries < n.cfg.SnapshotEntries && ss.sinceBytes < n.cfg.SnapshotBytes {
 		return
 	}
-	meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Voters: n.cfg.Raft.Voters}
+	conf := n.core.ConfigAt(n.applied)
+	meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Voters: conf.Voters()}
 	var write func(io.Writer) error
 	if c, ok := n.cfg.StateMachine.(SnapshotCapturer); ok {
 		w, err := c.CaptureSnapshot()
@@ -81,24 +83,28 @@ func (n *Node) maybeSnapshot() {
 	start := time.Now()
 	if write == nil {
 		// No cheap copy: write it here, before the next apply.
-		err := n.writeSnapshot(meta, n.cfg.StateMachine.Snapshot)
+		err := n.writeSnapshot(meta, conf, n.cfg.StateMachine.Snapshot)
 		n.snapshotTaken(snapTaken{meta: meta, err: err, took: time.Since(start)})
 		return
 	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		err := n.writeSnapshot(meta, write)
+		err := n.writeSnapshot(meta, conf, write)
 		n.snapDone <- snapTaken{meta: meta, err: err, took: time.Since(start)}
 	}()
 }
 
-// writeSnapshot writes one snapshot to the store; it is durable when this
-// returns nil.
-func (n *Node) writeSnapshot(meta SnapshotMeta, write func(io.Writer) error) error {
+// writeSnapshot writes one snapshot to the store, the configuration as of
+// its index first (snapshot_conf.go); it is durable when this returns nil.
+func (n *Node) writeSnapshot(meta SnapshotMeta, conf Configuration, write func(io.Writer) error) error {
 	sink, err := n.cfg.SnapshotStore.Create(meta)
 	if err != nil {
 		return err
+	}
+	if err := writeConfHeader(sink, conf); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("writing snapshot %d: %w", meta.Index, err)
 	}
 	if err := write(sink); err != nil {
 		_ = sink.Cancel()
@@ -214,7 +220,10 @@ func (n *Node) installSnapshot(in *SnapshotInstall) error {
 		return fmt.Errorf("opening received snapshot %d (term %d): %w", in.Meta.Index, in.Meta.Term, err)
 	}
 	start := time.Now()
-	err = n.cfg.StateMachine.Restore(rc)
+	_, body, err := readConfHeader(rc)
+	if err == nil {
+		err = n.cfg.StateMachine.Restore(body)
+	}
 	rc.Close()
 	if err != nil {
 		return fmt.Errorf("restoring the state machine from received snapshot %d (term %d): %w", meta.Index, meta.Term, err)
@@ -278,14 +287,32 @@ func (n *Node) ReceiveSnapshot(ctx context.Context, from NodeID, meta SnapshotMe
 	return &offerSink{SnapshotSink: sink, n: n, offer: snapOffer{from: from, meta: meta}}, nil
 }
 
-// offerSink hands a snapshot to the loop once it is durable.
+// offerSink hands a snapshot to the loop once it is durable, with the
+// configuration read from its header on the way in.
 type offerSink struct {
 	SnapshotSink
 	n     *Node
 	offer snapOffer
+	sniff confSniffer
+}
+
+func (s *offerSink) Write(p []byte) (int, error) {
+	s.sniff.observe(p)
+	return s.SnapshotSink.Write(p)
 }
 
 func (s *offerSink) Close() error {
+	conf, err := s.sniff.result()
+	if err != nil {
+		_ = s.SnapshotSink.Cancel()
+		return fmt.Errorf("snapshot %d from node %d: %w", s.offer.meta.Index, s.offer.from, err)
+	}
+	if conf == nil {
+		// Written before configurations were stored in snapshots.
+		c := NewConfiguration(s.offer.meta.Voters, nil)
+		conf = &c
+	}
+	s.offer.conf = *conf
 	if err := s.SnapshotSink.Close(); err != nil {
 		return err
 	}
@@ -301,7 +328,7 @@ func (s *offerSink) Close() error {
 }
 
 func (n *Node) snapshotOffered(o snapOffer) {
-	if !n.core.SnapshotReceived(o.from, o.meta) {
+	if !n.core.SnapshotReceived(o.from, o.meta, o.conf) {
 		n.logger.Info("received snapshot not installed (not ahead of the commit index, or not following now)",
 			"from", o.from, "index", o.meta.Index)
 	}

@@ -19,6 +19,11 @@ type Restored struct {
 	SnapIndex Index
 	SnapTerm  Term
 	Entries   []Entry
+	// Config, if set, is the configuration as of ConfigIndex (a
+	// snapshot's); otherwise the bootstrap configuration of Config holds
+	// as of index 0. Configuration entries after that index apply on top.
+	Config      *Configuration
+	ConfigIndex Index
 }
 
 // Raft is the consensus core: a deterministic state machine. Its inputs are
@@ -37,9 +42,18 @@ type Raft struct {
 	role Role
 	log  raftLog
 
-	voters []NodeID
-	// prs is the leader's view of every voter (itself included; its own
-	// match is the durable part of its log).
+	// voters and learners are the latest configuration in the log
+	// (confs.latest()), sorted; confVersion counts its changes so that
+	// Ready reports each one.
+	voters      []NodeID
+	learners    []NodeID
+	others      []NodeID // voters and learners but us: see replicas
+	confs       confHistory
+	confVersion uint64
+	prevConfVer uint64
+	// prs is the leader's view of every member (itself included; its own
+	// match is the durable part of its log). Learners are replicated to
+	// but never counted.
 	prs   map[NodeID]*progress
 	votes map[NodeID]bool
 
@@ -84,11 +98,21 @@ func New(cfg Config, st Restored) (*Raft, error) {
 		id:     cfg.ID,
 		cfg:    cfg,
 		logger: cfg.Logger,
-		voters: slices.Clone(cfg.Voters),
 		term:   st.HardState.Term,
 		vote:   st.HardState.Vote,
 	}
-	slices.Sort(r.voters)
+	r.confs = confHistory{base: cfg.bootstrap()}
+	if st.Config != nil {
+		if err := st.Config.Validate(); err != nil {
+			return nil, fmt.Errorf("restored configuration: %w", err)
+		}
+		r.confs = confHistory{base: st.Config.Clone(), baseIndex: st.ConfigIndex}
+	}
+	if err := r.confs.scan(st.Entries); err != nil {
+		return nil, fmt.Errorf("reading the configurations in the log: %w", err)
+	}
+	r.applyConf()
+	r.prevConfVer = r.confVersion
 	r.log = raftLog{
 		snapIndex: st.SnapIndex,
 		snapTerm:  st.SnapTerm,
@@ -112,7 +136,7 @@ func New(cfg Config, st Restored) (*Raft, error) {
 	r.becomeFollower(r.term, None)
 	r.prevSoft = r.softState()
 	r.logger.Info("raft node started", "term", r.term, "vote", r.vote, "last_index", r.log.lastIndex(),
-		"commit", r.log.committed, "applied", r.log.applied, "voters", r.voters)
+		"commit", r.log.committed, "applied", r.log.applied, "voters", r.voters, "learners", r.learners)
 	return r, nil
 }
 
@@ -136,6 +160,54 @@ func checkRestored(st Restored) error {
 }
 
 func (r *Raft) quorum() int { return len(r.voters)/2 + 1 }
+
+// applyConf makes the latest configuration in the log the one in use
+// (§4.1: a server uses the latest configuration in its log, committed or
+// not). A leader starts replicating to new members and forgets removed
+// ones; it keeps its own progress even when it removed itself, since it
+// goes on leading until that change commits.
+func (r *Raft) applyConf() {
+	c := r.confs.latest()
+	r.voters, r.learners = c.Voters(), c.Learners()
+	r.others = r.others[:0]
+	for _, ids := range [][]NodeID{r.voters, r.learners} {
+		for _, v := range ids {
+			if v != r.id {
+				r.others = append(r.others, v)
+			}
+		}
+	}
+	r.confVersion++
+	if r.role != Leader {
+		return
+	}
+	for _, id := range append(slices.Clone(r.voters), r.learners...) {
+		if r.prs[id] == nil {
+			r.prs[id] = &progress{next: r.log.lastIndex() + 1, lastActive: r.leaderTicks}
+		}
+	}
+	for id := range r.prs {
+		if id != r.id && !r.isMember(id) {
+			delete(r.prs, id)
+		}
+	}
+}
+
+func (r *Raft) isMember(id NodeID) bool {
+	if r.isVoter(id) {
+		return true
+	}
+	_, ok := slices.BinarySearch(r.learners, id)
+	return ok
+}
+
+// Configuration returns the configuration in use (the latest in the log).
+func (r *Raft) Configuration() Configuration { return r.confs.latest().Clone() }
+
+// ConfigAt returns the configuration as of index i, which must not be
+// before the log's base (the driver asks for its applied index when it
+// takes a snapshot).
+func (r *Raft) ConfigAt(i Index) Configuration { return r.confs.at(i).Clone() }
 
 func (r *Raft) isVoter(id NodeID) bool {
 	_, ok := slices.BinarySearch(r.voters, id)
@@ -217,8 +289,9 @@ func (r *Raft) becomeLeader() {
 	r.leaderTicks = 0
 	r.votes = nil
 	r.leadTransferee = None
-	r.prs = make(map[NodeID]*progress, len(r.voters))
-	for _, v := range r.voters {
+	r.prs = make(map[NodeID]*progress, len(r.voters)+len(r.learners)+1)
+	r.prs[r.id] = &progress{next: r.log.lastIndex() + 1}
+	for _, v := range append(slices.Clone(r.voters), r.learners...) {
 		r.prs[v] = &progress{next: r.log.lastIndex() + 1}
 	}
 	// The no-op of §8: it is of our term, so committing it by counting
@@ -227,9 +300,7 @@ func (r *Raft) becomeLeader() {
 	r.appendEntries(EntryNoop, r.lastTime(), nil)
 	r.logger.Info("leader elected", "term", r.term, "noop_index", r.log.lastIndex(), "commit", r.log.committed)
 	r.bcastPending = true
-	if len(r.voters) == 1 {
-		r.maybeCommit()
-	}
+	r.maybeCommit()
 }
 
 func (r *Raft) lastTime() int64 {
@@ -258,7 +329,7 @@ func (r *Raft) appendEntries(typ EntryType, now int64, data [][]byte) (Index, er
 
 // campaign starts a pre-vote (if enabled and not forced) or an election.
 func (r *Raft) campaign(preVote, transfer bool) {
-	if !r.isVoter(r.id) {
+	if !r.promotable() {
 		return
 	}
 	var msgType MessageType
@@ -289,6 +360,10 @@ func (r *Raft) campaign(preVote, transfer bool) {
 
 // recordVote counts one answer and reports whether the campaign ended.
 func (r *Raft) recordVote(from NodeID, granted bool) bool {
+	if !r.isVoter(from) {
+		// An answer from a node outside our configuration does not count.
+		return false
+	}
 	if _, dup := r.votes[from]; !dup {
 		r.votes[from] = granted
 	}
@@ -324,7 +399,8 @@ func (r *Raft) Tick() {
 		return
 	}
 	r.electionElapsed++
-	if r.electionElapsed >= r.electionTimeout {
+	if r.electionElapsed >= r.electionTimeout && r.promotable() {
+		// Learners and removed nodes do not campaign (see promotable).
 		if r.lead != None {
 			r.logger.Info("leader suspected: no contact within election timeout", "term", r.term, "leader", r.lead, "ticks", r.electionElapsed)
 		}
@@ -395,25 +471,33 @@ func (r *Raft) tickLeader() {
 		r.heartbeatElapsed = 0
 		r.bcastHeartbeat(r.reads.round)
 	}
+	r.maybeAutoPromote()
 }
 
 // activeVoters counts the voters (itself included) the leader heard from
 // within the last election timeout.
 func (r *Raft) activeVoters() int {
 	active := 0
-	for id, pr := range r.prs {
-		if id == r.id || r.leaderTicks-pr.lastActive < r.cfg.ElectionTicks {
+	for _, id := range r.voters {
+		if r.recentActive(id) {
 			active++
 		}
 	}
 	return active
 }
 
+// recentActive reports whether the leader heard from id within the last
+// election timeout (always true of itself).
+func (r *Raft) recentActive(id NodeID) bool {
+	if id == r.id {
+		return true
+	}
+	pr := r.prs[id]
+	return pr != nil && r.leaderTicks-pr.lastActive < r.cfg.ElectionTicks
+}
+
 func (r *Raft) bcastHeartbeat(round uint64) {
-	for _, v := range r.voters {
-		if v == r.id {
-			continue
-		}
+	for _, v := range r.replicas() {
 		pr := r.prs[v]
 		// A follower may only commit what it is known to hold (§5.3): cap
 		// the commit index at its match.
@@ -423,12 +507,15 @@ func (r *Raft) bcastHeartbeat(round uint64) {
 
 // bcastAppend sends pending entries (or just the commit index) to every follower.
 func (r *Raft) bcastAppend() {
-	for _, v := range r.voters {
-		if v != r.id {
-			r.sendAppend(v, true)
-		}
+	for _, v := range r.replicas() {
+		r.sendAppend(v, true)
 	}
 }
+
+// replicas lists the members the leader replicates to (voters, then
+// learners; itself left out), in a fixed order so that a simulation
+// replays exactly. Computed by applyConf.
+func (r *Raft) replicas() []NodeID { return r.others }
 
 // sendAppend sends one MsgApp to a follower unless flow control pauses it.
 // With sendEmpty it sends even with no entries, to carry the commit index.
@@ -471,6 +558,9 @@ func (r *Raft) sendAppend(to NodeID, sendEmpty bool) bool {
 // maybeCommit advances the commit index to the highest index durable on a
 // quorum, but only if that entry is of the current term (§5.4.2, Figure 8).
 func (r *Raft) maybeCommit() bool {
+	if len(r.voters) == 0 {
+		return false
+	}
 	matches := make([]Index, 0, len(r.voters))
 	for _, v := range r.voters {
 		if v == r.id {
@@ -497,7 +587,11 @@ func (r *Raft) maybeCommit() bool {
 // from unknown nodes or malformed are dropped (with an error for the
 // caller's logs); the node keeps running.
 func (r *Raft) Step(m Message) error {
-	if m.From == None || m.From == r.id || !r.isVoter(m.From) {
+	// Messages from nodes outside our configuration are taken: our log
+	// (and so our configuration) may lag the sender's, as for a new
+	// member, or a node cut off while members were added. Votes from
+	// outside the configuration are not counted (recordVote).
+	if m.From == None || m.From == r.id {
 		return fmt.Errorf("%w: message %s from node %d", ErrUnknownNode, m.Type, m.From)
 	}
 	if m.Type == MsgUnreachable {
@@ -562,6 +656,9 @@ func (r *Raft) Step(m Message) error {
 	switch r.role {
 	case Leader:
 		r.stepLeader(m)
+		// Not inside stepLeader: the step-down must not pull the
+		// progress map from under its callers.
+		r.maybeStepDownRemoved()
 	case Candidate, PreCandidate:
 		r.stepCandidate(m)
 	default:
@@ -596,6 +693,11 @@ func (r *Raft) validate(m Message) error {
 		}
 		if e.Term < prevTerm || e.Term > m.Term {
 			return fmt.Errorf("dropping %s from node %d: entry %d has term %d outside [%d, %d]", m.Type, m.From, e.Index, e.Term, prevTerm, m.Term)
+		}
+		if e.Type == EntryConfig {
+			if _, _, err := DecodeConfEntry(e.Data); err != nil {
+				return fmt.Errorf("dropping %s from node %d: entry %d: %w", m.Type, m.From, e.Index, err)
+			}
 		}
 		prevTerm = e.Term
 	}
@@ -689,7 +791,18 @@ func (r *Raft) handleAppend(m Message) {
 	}
 	ents := m.Entries
 	if ci := r.log.findConflict(ents); ci != 0 {
-		r.log.truncateAndAppend(ents[ci-m.PrevIndex-1:])
+		fresh := ents[ci-m.PrevIndex-1:]
+		changed := r.confs.truncate(ci)
+		r.log.truncateAndAppend(fresh)
+		n := len(r.confs.entries)
+		if err := r.confs.scan(fresh); err != nil {
+			// validate decoded every configuration entry already.
+			panic(fmt.Sprintf("node %d: configuration entry passed validation but does not decode: %v", r.id, err))
+		}
+		if changed || len(r.confs.entries) != n {
+			r.applyConf()
+			r.logger.Info("configuration changed", "term", r.term, "config", r.confs.latest().String(), "config_index", r.confs.lastIndex())
+		}
 	}
 	lastVerified := m.PrevIndex + Index(len(ents))
 	// Seed 002 mistake 2: the cap is the last entry this message verified,
@@ -704,6 +817,13 @@ func (r *Raft) handleAppend(m Message) {
 
 func (r *Raft) stepLeader(m Message) {
 	pr := r.prs[m.From]
+	if pr == nil {
+		// Not a member (removed, or never added): nothing to track.
+		if m.Type == MsgReadIndex {
+			r.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
+		}
+		return
+	}
 	pr.lastActive = r.leaderTicks
 	switch m.Type {
 	case MsgAppResp:
@@ -853,7 +973,7 @@ func (r *Raft) TransferLeadership(to NodeID) error {
 func (r *Raft) HasReady() bool {
 	return len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || r.bcastPending || r.reads.flushPending ||
 		len(r.snapshotsToSend) > 0 || r.pendingInstall != nil ||
-		len(r.reads.ready) > 0 || r.hardState() != r.prevHard || r.softState() != r.prevSoft ||
+		len(r.reads.ready) > 0 || r.hardState() != r.prevHard || r.softState() != r.prevSoft || r.confVersion != r.prevConfVer ||
 		r.log.stabled < r.log.lastIndex() || r.log.applied < r.log.committed
 }
 
@@ -884,6 +1004,10 @@ type Ready struct {
 	// InstallSnapshot is a received snapshot the core accepted
 	// (SnapshotReceived): the core's log already starts after it.
 	InstallSnapshot *SnapshotInstall
+	// Config is set when the configuration in use changed (an entry
+	// appended or truncated, a snapshot installed): the driver updates
+	// its peer addresses. It may not be committed yet.
+	Config *Configuration
 }
 
 // SnapshotInstall tells the driver to install a received snapshot.
@@ -894,6 +1018,8 @@ type SnapshotInstall struct {
 	// it must be deleted. Otherwise entries through Meta.Index are deleted
 	// and the rest, which continue the snapshot, are kept.
 	DiscardLog bool
+	// Config is the configuration as of the snapshot.
+	Config Configuration
 }
 
 // Ready returns the pending work. Call Advance once it is done.
@@ -916,6 +1042,11 @@ func (r *Raft) Ready() Ready {
 	}
 	if hs := r.hardState(); hs != r.prevHard {
 		rd.HardState, rd.MustSaveHardState = hs, true
+	}
+	if r.confVersion != r.prevConfVer {
+		c := r.confs.latest().Clone()
+		rd.Config = &c
+		r.prevConfVer = r.confVersion
 	}
 	if ss := r.softState(); ss != r.prevSoft {
 		rd.SoftState = &ss
@@ -944,6 +1075,7 @@ func (r *Raft) Advance(rd Ready) {
 	}
 	if r.role == Leader && len(rd.Entries) > 0 && r.maybeCommit() {
 		r.bcastPending = true
+		r.maybeStepDownRemoved()
 	}
 }
 
@@ -953,7 +1085,9 @@ func (r *Raft) Status() Status {
 		ID: r.id, Role: r.role, Term: r.term, Vote: r.vote, Lead: r.lead,
 		Commit: r.log.committed, Applied: r.log.applied, LastIndex: r.log.lastIndex(),
 		LogBase: r.log.snapIndex, LeadTransfer: r.leadTransferee,
+		Config: r.confs.latest().Clone(), ConfigIndex: r.confs.lastIndex(),
 	}
+	s.ConfigCommitted = s.ConfigIndex <= r.log.committed
 	if r.role != Leader {
 		s.SinceLeaderContact = r.electionElapsed
 	}
@@ -965,7 +1099,7 @@ func (r *Raft) Status() Status {
 				match = r.log.stabled
 			}
 			s.Progress[id] = ProgressStatus{Match: match, Next: pr.next, State: pr.state.String(), Inflight: len(pr.inflight),
-				RecentActive: id == r.id || r.leaderTicks-pr.lastActive < r.cfg.ElectionTicks}
+				RecentActive: r.recentActive(id), Learner: r.isLearner(id)}
 		}
 	}
 	return s
@@ -984,6 +1118,7 @@ func (r *Raft) Compact(index Index) Index {
 		return r.log.snapIndex
 	}
 	r.log.compact(index)
+	r.confs.compact(index)
 	r.logger.Debug("log compacted", "through", index, "term", r.log.snapTerm, "last_index", r.log.lastIndex())
 	return index
 }
@@ -996,7 +1131,10 @@ func (r *Raft) Compact(index Index) Index {
 // InstallSnapshot) to restore the state machine, and tells the sender how
 // far it now matches. It reports whether it installed the snapshot; one
 // refused stays harmless in the store (it holds only committed state).
-func (r *Raft) SnapshotReceived(from NodeID, meta SnapshotMeta) bool {
+//
+// conf is the configuration as of the snapshot's index (the driver reads
+// it from the snapshot); it replaces the node's own from there on.
+func (r *Raft) SnapshotReceived(from NodeID, meta SnapshotMeta, conf Configuration) bool {
 	if meta.Index <= r.log.committed && r.cfg.breakRule != breakStaleSnapshot {
 		r.logger.Debug("ignoring snapshot: not ahead of our commit index", "from", from, "index", meta.Index, "commit", r.log.committed)
 		return false
@@ -1010,14 +1148,24 @@ func (r *Raft) SnapshotReceived(from NodeID, meta SnapshotMeta) bool {
 	if meta.Index == 0 || meta.Term == 0 {
 		return false
 	}
+	if err := conf.Validate(); err != nil {
+		r.logger.Warn("ignoring snapshot: its configuration is invalid", "from", from, "index", meta.Index, "error", err)
+		return false
+	}
 	if meta.Term > r.term {
 		// The snapshot holds entries of a term we have not seen: adopt it
 		// (it is persisted with this Ready) so our log never outruns our term.
 		r.becomeFollower(meta.Term, None)
 	}
 	discarded := r.log.restoreSnapshot(meta.Index, meta.Term)
+	if discarded {
+		r.confs = confHistory{base: conf.Clone(), baseIndex: meta.Index}
+	} else {
+		r.confs.reset(conf.Clone(), meta.Index)
+	}
+	r.applyConf()
 	meta.Voters = slices.Clone(meta.Voters)
-	r.pendingInstall = &SnapshotInstall{Meta: meta, DiscardLog: discarded}
+	r.pendingInstall = &SnapshotInstall{Meta: meta, DiscardLog: discarded, Config: conf.Clone()}
 	r.logger.Info("installing snapshot", "from", from, "index", meta.Index, "term", meta.Term, "log_discarded", discarded,
 		"last_index", r.log.lastIndex())
 	// Our log now matches every leader's through the snapshot (it holds

@@ -53,7 +53,7 @@ func (q *readIndexQueue) request(r *Raft, from NodeID, id uint64) {
 		return
 	}
 	req := readRequest{from: from, id: id, index: r.log.committed, round: q.round + 1}
-	if len(r.voters) == 1 {
+	if r.quorum() == 1 && r.isVoter(r.id) {
 		q.respond(r, req)
 		return
 	}
@@ -94,9 +94,14 @@ func (q *readIndexQueue) onHeartbeatResp(r *Raft, from NodeID, round uint64) {
 	}
 	n := 0
 	for n < len(q.queue) {
-		acks := 1 // ourselves
-		for _, a := range q.acked {
-			if a >= q.queue[n].round {
+		// Only voters confirm leadership: a learner's answer proves
+		// nothing about who could elect another leader.
+		acks := 0
+		if r.isVoter(r.id) {
+			acks++
+		}
+		for id, a := range q.acked {
+			if a >= q.queue[n].round && r.isVoter(id) {
 				acks++
 			}
 		}

@@ -159,7 +159,7 @@ func TestNewLeaderCommitsOldEntriesThroughNoop(t *testing.T) {
 		t.Fatalf("new leader's last entry is %s %d:%d, want a no-op of term %d at %d", last.Type, last.Index, last.Term, r.term, idx+1)
 	}
 	sc.tick(2)
-	for _, id := range sc.voters {
+	for _, id := range sc.ids {
 		if c := sc.r(id).log.committed; c < idx+1 {
 			t.Errorf("node %d commit %d: the old-term entry %d should commit with the no-op", id, c, idx)
 		}

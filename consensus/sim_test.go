@@ -39,6 +39,9 @@ type simOptions struct {
 	snapRate      float64 // per tick, per node: take a snapshot and compact
 	snapTrailing  int     // entries kept after compaction (at most)
 	snapFail      float64 // per snapshot transfer, while faults last
+	confRate      float64 // per tick: try a membership change
+	promoteLag    int     // Config.PromoteLag
+	maxMachines   int     // members ever added, in all (ids are never reused)
 	breakRule     brokenRule
 	// configure adjusts each node's Config (scenarios only).
 	configure func(*Config)
@@ -68,6 +71,10 @@ func optionsForSeed(seed int64, rule brokenRule) simOptions {
 	o.snapRate = []float64{0, 0.005, 0.02, 0.1}[rng.Intn(4)]
 	o.snapTrailing = []int{0, 3, 20}[rng.Intn(3)]
 	o.snapFail = []float64{0, 0.1, 0.5}[rng.Intn(3)]
+	// Membership changes, drawn after everything else for the same reason.
+	o.confRate = []float64{0, 0.01, 0.03, 0.1}[rng.Intn(4)]
+	o.promoteLag = []int{1, 5, 50}[rng.Intn(3)]
+	o.maxMachines = o.nodes + 1 + rng.Intn(4)
 	return o
 }
 
@@ -86,6 +93,11 @@ type simNode struct {
 	applied Index
 	// snapshotsInstalled counts received snapshots this node installed.
 	snapshotsInstalled int
+	// boot is the configuration the machine was created with (durable):
+	// the initial one, or for a member added later the configuration
+	// that added it. snapConf is the configuration as of snap.
+	boot     Configuration
+	snapConf Configuration
 }
 
 // durableTerm is the term of entry i in the durable log.
@@ -113,6 +125,7 @@ type simSnap struct {
 	from, to    NodeID
 	incarnation int64 // the sender's, so a restarted sender gets no report
 	meta        entryKey
+	conf        Configuration
 	at          int
 	fail        bool
 }
@@ -128,10 +141,13 @@ type pendingRead struct {
 }
 
 type simulation struct {
-	seed  int64
-	opts  simOptions
-	rng   *rand.Rand
+	seed int64
+	opts simOptions
+	rng  *rand.Rand
+	// nodes are the machines, in the order they were created (the
+	// initial members, then each one added); byID finds them.
 	nodes []*simNode
+	byID  map[NodeID]*simNode
 	now   int
 	net   []simMsg
 	// cut[from][to] drops messages on that directed link.
@@ -141,11 +157,14 @@ type simulation struct {
 	nextRd  uint64
 	reads   map[uint64]pendingRead
 	trace   []string
-	voters  []NodeID
+	ids     []NodeID // every machine's id
 	healed  bool
-	stats   simStats
-	onRead  func(ReadState)
-	snaps   []simSnap
+	// leaderCommit is the commit index each leader incarnation was last
+	// seen with: what it commits is checked against its configuration.
+	leaderCommit map[*Raft]Index
+	stats        simStats
+	onRead       func(ReadState)
+	snaps        []simSnap
 	// failSnapshots fails that many of the next snapshot transfers
 	// (scenarios only).
 	failSnapshots int
@@ -155,6 +174,7 @@ type simulation struct {
 type simStats struct {
 	elections, crashes, restarts, committed, readsServed, partitions int64
 	snapshots, compactions, snapshotsSent, snapshotsInstalled        int64
+	confChanges, promotions, removals, leaderRemovals                int64
 }
 
 func (a *simStats) add(b simStats) {
@@ -168,31 +188,50 @@ func (a *simStats) add(b simStats) {
 	a.compactions += b.compactions
 	a.snapshotsSent += b.snapshotsSent
 	a.snapshotsInstalled += b.snapshotsInstalled
+	a.confChanges += b.confChanges
+	a.promotions += b.promotions
+	a.removals += b.removals
+	a.leaderRemovals += b.leaderRemovals
 }
 
 func newSimulation(seed int64, opts simOptions) *simulation {
 	s := &simulation{
-		seed:  seed,
-		opts:  opts,
-		rng:   rand.New(rand.NewSource(seed)),
-		cut:   map[[2]NodeID]bool{},
-		check: newSafetyChecker(opts.nodes),
-		reads: map[uint64]pendingRead{},
+		seed:         seed,
+		opts:         opts,
+		rng:          rand.New(rand.NewSource(seed)),
+		cut:          map[[2]NodeID]bool{},
+		check:        newSafetyChecker(),
+		reads:        map[uint64]pendingRead{},
+		byID:         map[NodeID]*simNode{},
+		leaderCommit: map[*Raft]Index{},
 	}
+	var initial []NodeID
 	for i := 1; i <= opts.nodes; i++ {
-		s.voters = append(s.voters, NodeID(i))
+		initial = append(initial, NodeID(i))
 	}
-	for _, id := range s.voters {
-		n := &simNode{id: id}
-		s.nodes = append(s.nodes, n)
-		s.start(n)
+	boot := NewConfiguration(initial, nil)
+	for _, id := range initial {
+		s.addMachine(id, boot)
 	}
 	return s
 }
 
+// addMachine creates and starts a machine with an empty disk.
+func (s *simulation) addMachine(id NodeID, boot Configuration) *simNode {
+	n := &simNode{id: id, boot: boot.Clone()}
+	s.nodes = append(s.nodes, n)
+	s.byID[id] = n
+	s.ids = append(s.ids, id)
+	s.start(n)
+	return n
+}
+
+// traceKeep is how many events a failure prints: LOCKD_SIM_TRACE, 60 by
+// default.
+var traceKeep = int(envInt("LOCKD_SIM_TRACE", 60))
+
 func (s *simulation) tracef(format string, args ...any) {
-	const keep = 60
-	if len(s.trace) >= keep {
+	if len(s.trace) >= traceKeep {
 		s.trace = s.trace[1:]
 	}
 	s.trace = append(s.trace, fmt.Sprintf("t=%d ", s.now)+fmt.Sprintf(format, args...))
@@ -202,7 +241,8 @@ func (s *simulation) start(n *simNode) {
 	n.incarnation++
 	cfg := Config{
 		ID:               n.id,
-		Voters:           s.voters,
+		Members:          &n.boot,
+		PromoteLag:       s.opts.promoteLag,
 		ElectionTicks:    s.opts.electionTicks,
 		HeartbeatTicks:   1,
 		MaxInflightMsgs:  s.opts.maxInflight,
@@ -221,7 +261,11 @@ func (s *simulation) start(n *simNode) {
 		n.log = nil
 	}
 	cfg.Applied = n.snap.Index
-	r, err := New(cfg, Restored{HardState: n.hard, SnapIndex: base, SnapTerm: baseTerm, Entries: kept})
+	st := Restored{HardState: n.hard, SnapIndex: base, SnapTerm: baseTerm, Entries: kept}
+	if n.snap.Index > 0 {
+		st.Config, st.ConfigIndex = &n.snapConf, n.snap.Index
+	}
+	r, err := New(cfg, st)
 	if err != nil {
 		panic(fmt.Sprintf("restart of node %d from durable state: %v", n.id, err))
 	}
@@ -229,7 +273,8 @@ func (s *simulation) start(n *simNode) {
 	n.applied = n.snap.Index
 }
 
-func (s *simulation) node(id NodeID) *simNode { return s.nodes[id-1] }
+// node returns machine id, nil if there is none.
+func (s *simulation) node(id NodeID) *simNode { return s.byID[id] }
 
 func (s *simulation) enqueue(msgs []Message) {
 	for _, m := range msgs {
@@ -272,6 +317,9 @@ func (s *simulation) handleReady(n *simNode) error {
 			}
 		}
 		if err := s.check.checkEntries(r, rd.Entries); err != nil {
+			return err
+		}
+		if err := s.checkLeaderCommit(r); err != nil {
 			return err
 		}
 		s.enqueue(rd.Messages)
@@ -326,7 +374,7 @@ func (s *simulation) handleReady(n *simNode) error {
 		}
 		s.enqueue(rd.MessagesAfterPersist)
 		for _, e := range rd.CommittedEntries {
-			if err := s.check.checkApply(r, n.applied, e, s.durableCount); err != nil {
+			if err := s.check.checkApply(r, n.applied, e); err != nil {
 				return err
 			}
 			n.applied = e.Index
@@ -340,18 +388,59 @@ func (s *simulation) handleReady(n *simNode) error {
 		if err := s.check.checkNode(r); err != nil {
 			return err
 		}
+		if err := s.checkLeaderCommit(r); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func (s *simulation) durableCount(k entryKey) int {
-	c := 0
-	for _, n := range s.nodes {
-		if t, ok := n.durableTerm(k.Index); ok && t == k.Term {
-			c++
+// checkLeaderCommit: whatever a leader commits must be durable on a
+// majority of the voters of the configuration it uses at that moment
+// (the latest in its log, §4.1), itself counted only once durable. It is
+// checked as soon as the commit index moves, before anything is lost.
+func (s *simulation) checkLeaderCommit(r *Raft) error {
+	prev, seen := s.leaderCommit[r]
+	if r.role != Leader {
+		if seen {
+			delete(s.leaderCommit, r)
+		}
+		return nil
+	}
+	if !seen {
+		s.leaderCommit[r] = r.log.committed
+		return nil
+	}
+	if r.log.committed <= prev {
+		return nil
+	}
+	s.leaderCommit[r] = r.log.committed
+	voters := r.voters
+	for i := max(prev+1, r.log.snapIndex+1); i <= r.log.committed; i++ {
+		t, _ := r.log.term(i)
+		k := entryKey{i, t}
+		held := 0
+		for _, v := range voters {
+			if n := s.node(v); n != nil && s.holdsDurably(n, k) {
+				held++
+			}
+		}
+		if need := len(voters)/2 + 1; held < need {
+			return fmt.Errorf("leader %d (term %d) committed entry %d (term %d) durable on only %d of its %d voters %v (quorum %d)",
+				r.id, r.term, i, t, held, len(voters), voters, need)
 		}
 	}
-	return c
+	return nil
+}
+
+// holdsDurably reports whether machine n holds entry k in its durable log
+// or in its durable snapshot (which covers only applied, identical
+// entries).
+func (s *simulation) holdsDurably(n *simNode, k entryKey) bool {
+	if t, ok := n.durableTerm(k.Index); ok {
+		return t == k.Term
+	}
+	return k.Index <= n.snap.Index && int(k.Index) <= len(s.check.applied) && s.check.applied[k.Index-1] == k
 }
 
 // sendSnapshot starts streaming node n's newest snapshot to follower to;
@@ -365,7 +454,7 @@ func (s *simulation) sendSnapshot(n *simNode, to NodeID) error {
 		s.failSnapshots--
 		fail = true
 	}
-	s.snaps = append(s.snaps, simSnap{from: n.id, to: to, incarnation: n.incarnation, meta: n.snap, at: s.now + 1 + s.rng.Intn(5), fail: fail})
+	s.snaps = append(s.snaps, simSnap{from: n.id, to: to, incarnation: n.incarnation, meta: n.snap, conf: n.snapConf.Clone(), at: s.now + 1 + s.rng.Intn(5), fail: fail})
 	s.stats.snapshotsSent++
 	s.tracef("node %d streams snapshot %v to %d", n.id, n.snap, to)
 	return nil
@@ -392,9 +481,9 @@ func (s *simulation) deliverSnapshots(all bool) error {
 			// Durable and verified first; a crash from here on restarts
 			// from it (TrimLog decides what of the log survives).
 			if sn.meta.Index > to.snap.Index {
-				to.snap = sn.meta
+				to.snap, to.snapConf = sn.meta, sn.conf.Clone()
 			}
-			accepted := to.raft.SnapshotReceived(sn.from, SnapshotMeta{Index: sn.meta.Index, Term: sn.meta.Term, Voters: s.voters})
+			accepted := to.raft.SnapshotReceived(sn.from, SnapshotMeta{Index: sn.meta.Index, Term: sn.meta.Term, Voters: sn.conf.Voters()}, sn.conf)
 			s.tracef("snapshot %v from %d reaches %d (accepted %v)", sn.meta, sn.from, sn.to, accepted)
 			if err := s.handleReady(to); err != nil {
 				return err
@@ -427,7 +516,7 @@ func (s *simulation) takeSnapshot(n *simNode) error {
 	if err := s.check.checkSnapshot(n.id, k); err != nil {
 		return err
 	}
-	n.snap = k
+	n.snap, n.snapConf = k, r.ConfigAt(k.Index)
 	s.stats.snapshots++
 	trail := Index(s.rng.Intn(s.opts.snapTrailing + 1))
 	if k.Index > trail {
@@ -516,11 +605,11 @@ func (s *simulation) randomFaults() error {
 			s.tracef("partition healed")
 		case 1: // symmetric split
 			side := map[NodeID]bool{}
-			for _, id := range s.voters {
+			for _, id := range s.ids {
 				side[id] = s.rng.Intn(2) == 0
 			}
-			for _, a := range s.voters {
-				for _, b := range s.voters {
+			for _, a := range s.ids {
+				for _, b := range s.ids {
 					if side[a] != side[b] {
 						s.cut[[2]NodeID{a, b}] = true
 					}
@@ -528,14 +617,14 @@ func (s *simulation) randomFaults() error {
 			}
 			s.tracef("partition %v", side)
 		case 2: // one node isolated
-			x := s.voters[s.rng.Intn(len(s.voters))]
-			for _, o := range s.voters {
+			x := s.ids[s.rng.Intn(len(s.ids))]
+			for _, o := range s.ids {
 				s.cut[[2]NodeID{x, o}], s.cut[[2]NodeID{o, x}] = true, true
 			}
 			s.tracef("node %d isolated", x)
 		case 3: // random one-way cuts
-			for _, a := range s.voters {
-				for _, b := range s.voters {
+			for _, a := range s.ids {
+				for _, b := range s.ids {
 					if a != b && s.rng.Intn(4) == 0 {
 						s.cut[[2]NodeID{a, b}] = true
 					}
@@ -596,7 +685,7 @@ func (s *simulation) step() error {
 		s.net[due] = s.net[len(s.net)-1]
 		s.net = s.net[:len(s.net)-1]
 		to := s.node(sm.m.To)
-		if to.raft == nil || s.cut[[2]NodeID{sm.m.From, sm.m.To}] {
+		if to == nil || to.raft == nil || s.cut[[2]NodeID{sm.m.From, sm.m.To}] {
 			continue
 		}
 		if err := to.raft.Step(sm.m); err != nil {
@@ -611,6 +700,11 @@ func (s *simulation) step() error {
 	}
 	if s.healed {
 		return nil
+	}
+	if s.opts.confRate > 0 && s.rng.Float64() < s.opts.confRate {
+		if err := s.changeMembership(); err != nil {
+			return err
+		}
 	}
 	up := s.upNodes()
 	if len(up) > 0 && s.rng.Float64() < s.opts.proposeRate {
@@ -631,7 +725,7 @@ func (s *simulation) step() error {
 	up = s.upNodes()
 	if len(up) > 0 && s.rng.Float64() < s.opts.transferRate {
 		n := up[s.rng.Intn(len(up))]
-		to := s.voters[s.rng.Intn(len(s.voters))]
+		to := s.ids[s.rng.Intn(len(s.ids))]
 		if n.raft.TransferLeadership(to) == nil && n.raft.role == Leader {
 			s.tracef("node %d transfers leadership to %d", n.id, to)
 		}
@@ -671,14 +765,18 @@ func (s *simulation) run() error {
 	}
 	deadline := s.now + s.opts.livenessTicks
 	var want entryKey
+	// members must apply the liveness proposal: those of the
+	// configuration it was proposed in (removed machines may run on
+	// without ever hearing of their removal, as in a real cluster).
+	var members []NodeID
 	for s.now < deadline {
 		if err := s.step(); err != nil {
 			return err
 		}
 		if want.Index != 0 {
 			done := true
-			for _, n := range s.nodes {
-				if !s.hasApplied(n, want) {
+			for _, id := range members {
+				if !s.hasApplied(s.node(id), want) {
 					done = false
 				}
 			}
@@ -701,7 +799,9 @@ func (s *simulation) run() error {
 					idx, term, err := n.raft.Propose(int64(s.now), []byte("live-"+strconv.Itoa(s.nextCmd)))
 					if err == nil {
 						want = entryKey{idx, term}
-						s.tracef("liveness proposal at %d (term %d) on node %d", idx, term, n.id)
+						c := n.raft.Configuration()
+						members = append(c.Voters(), c.Learners()...)
+						s.tracef("liveness proposal at %d (term %d) on node %d, members %v", idx, term, n.id, c)
 					}
 					if err := s.handleReady(n); err != nil {
 						return err

@@ -17,7 +17,7 @@ func (sc *scenario) snapshotAt(id NodeID, trailing Index) {
 	if err := sc.check.checkSnapshot(id, k); err != nil {
 		sc.t.Fatal(err)
 	}
-	n.snap = k
+	n.snap, n.snapConf = k, r.ConfigAt(k.Index)
 	if k.Index > trailing {
 		n.compactDurable(r.Compact(k.Index - trailing))
 	}
@@ -141,7 +141,7 @@ func TestSnapshotInstallDiscardsDivergingLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.Advance(r.Ready())
-			if !r.SnapshotReceived(1, SnapshotMeta{Index: 5, Term: 1, Voters: []NodeID{1, 2, 3}}) {
+			if !r.SnapshotReceived(1, SnapshotMeta{Index: 5, Term: 1, Voters: []NodeID{1, 2, 3}}, NewConfiguration([]NodeID{1, 2, 3}, nil)) {
 				t.Fatal("snapshot ahead of the commit index refused")
 			}
 			rd := r.Ready()
@@ -159,7 +159,7 @@ func TestSnapshotInstallDiscardsDivergingLog(t *testing.T) {
 				t.Fatalf("the install must be acknowledged after persist: %+v", rd.MessagesAfterPersist)
 			}
 			r.Advance(rd)
-			if r.SnapshotReceived(1, SnapshotMeta{Index: 5, Term: 1, Voters: []NodeID{1, 2, 3}}) {
+			if r.SnapshotReceived(1, SnapshotMeta{Index: 5, Term: 1, Voters: []NodeID{1, 2, 3}}, NewConfiguration([]NodeID{1, 2, 3}, nil)) {
 				t.Fatal("a snapshot not ahead of the commit index was installed")
 			}
 		})

@@ -253,6 +253,12 @@ type Status struct {
 	LogBase      Index
 	Progress     map[NodeID]ProgressStatus
 	LeadTransfer NodeID
+	// Config is the configuration in use (the latest in the log), from the
+	// entry at ConfigIndex (0: the bootstrap one); ConfigCommitted says
+	// whether that entry is committed (no change in progress).
+	Config          Configuration
+	ConfigIndex     Index
+	ConfigCommitted bool
 	// SinceLeaderContact is the ticks since a follower last heard from
 	// its leader (0 on the leader).
 	SinceLeaderContact int
@@ -264,6 +270,8 @@ type ProgressStatus struct {
 	State        string
 	Inflight     int
 	RecentActive bool
+	// Learner: the member receives the log but does not vote.
+	Learner bool
 }
 
 // ReadState is the answer to a ReadIndex request: once the local state

@@ -12,7 +12,7 @@ func (sc *scenario) unreachable(from, to NodeID) {
 }
 
 func (sc *scenario) leader() (NodeID, Term) {
-	for _, id := range sc.voters {
+	for _, id := range sc.ids {
 		if r := sc.r(id); r != nil && r.role == Leader {
 			return id, r.term
 		}
