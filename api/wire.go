@@ -22,6 +22,10 @@ const (
 	MethodKVTxn
 	MethodWatch
 	MethodClusterStatus
+	MethodMemberAdd
+	MethodMemberPromote
+	MethodMemberRemove
+	MethodLeaderTransfer
 )
 
 // FirstErrorCode is where Code values start in the rpc error table:
@@ -249,6 +253,8 @@ type MemberStatus struct {
 	Match uint64 `codec:"match,omitempty"`
 	// Active is false if the leader has not heard from it recently.
 	Active bool `codec:"active,omitempty"`
+	// Learner: the member receives the log but does not vote (yet).
+	Learner bool `codec:"learner,omitempty"`
 }
 
 type ClusterStatusResponse struct {
@@ -257,4 +263,44 @@ type ClusterStatusResponse struct {
 	Leader  uint64         `codec:"leader"`
 	Term    uint64         `codec:"term"`
 	Members []MemberStatus `codec:"members"`
+}
+
+// MemberAddRequest adds a member as a learner: it receives the log but
+// does not vote. Unless Learner is set, the leader promotes it to voter
+// once it has caught up; with Learner it stays one until MemberPromote.
+// The leader refuses a peer address it cannot connect to.
+type MemberAddRequest struct {
+	Name     string `codec:"name"`
+	PeerAddr string `codec:"peer"`
+	Learner  bool   `codec:"learner,omitempty"`
+}
+
+// MemberChangeResponse answers MemberAdd, MemberPromote and MemberRemove
+// once the change is committed: Member is the member changed (for an add,
+// with the id the leader gave it), Members the configuration after it.
+type MemberChangeResponse struct {
+	Member  MemberStatus   `codec:"member"`
+	Members []MemberStatus `codec:"members"`
+}
+
+// MemberPromoteRequest makes the learner Name a voter.
+type MemberPromoteRequest struct {
+	Name string `codec:"name"`
+}
+
+// MemberRemoveRequest removes the member Name. Removing the leader hands
+// leadership to another voter first.
+type MemberRemoveRequest struct {
+	Name string `codec:"name"`
+}
+
+// LeaderTransferRequest hands leadership to the voter To, or ("" ) to the
+// most up-to-date voter.
+type LeaderTransferRequest struct {
+	To string `codec:"to,omitempty"`
+}
+
+type LeaderTransferResponse struct {
+	Leader MemberStatus `codec:"leader"`
+	Term   uint64       `codec:"term"`
 }

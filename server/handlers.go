@@ -73,6 +73,10 @@ func (s *Server) registerAPI(srv *rpc.Server) error {
 		rpc.Handle(srv, rpc.Method(api.MethodKVTxn), "kv-txn", s.onKVTxn),
 		rpc.HandleStream(srv, rpc.Method(api.MethodWatch), "watch", s.onWatch),
 		rpc.Handle(srv, rpc.Method(api.MethodClusterStatus), "cluster-status", s.onClusterStatus),
+		rpc.Handle(srv, rpc.Method(api.MethodMemberAdd), "member-add", s.onMemberAdd),
+		rpc.Handle(srv, rpc.Method(api.MethodMemberPromote), "member-promote", s.onMemberPromote),
+		rpc.Handle(srv, rpc.Method(api.MethodMemberRemove), "member-remove", s.onMemberRemove),
+		rpc.Handle(srv, rpc.Method(api.MethodLeaderTransfer), "leader-transfer", s.onLeaderTransfer),
 	)
 }
 
@@ -443,8 +447,8 @@ func (s *Server) onWatch(ctx context.Context, req *api.WatchRequest, st *rpc.Ser
 func (s *Server) onClusterStatus(ctx context.Context, _ *api.ClusterStatusRequest) (*api.ClusterStatusResponse, error) {
 	st := s.node.Status()
 	resp := &api.ClusterStatusResponse{Leader: uint64(st.Lead), Term: uint64(st.Term)}
-	for _, m := range s.cfg.Members {
-		ms := api.MemberStatus{ID: uint64(m.ID), Name: m.Name, PeerAddr: m.PeerAddr}
+	for _, m := range st.Config.Members {
+		ms := memberStatus(m)
 		if pr, ok := st.Progress[m.ID]; ok {
 			ms.Match, ms.Active = uint64(pr.Match), pr.RecentActive
 		}

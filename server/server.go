@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"sort"
 	"sync"
@@ -24,15 +25,24 @@ type Member struct {
 	ID       consensus.NodeID
 	Name     string
 	PeerAddr string
+	// Learner: receives the log but does not vote (a node that joined and
+	// has not been promoted yet).
+	Learner bool
 }
 
 // Config configures a Server.
 type Config struct {
-	// ID and Name of this node; Members lists every voter, this node
-	// included.
+	// ID and Name of this node; Members lists every member, this node
+	// included: the bootstrap configuration. Once the Raft log or a
+	// snapshot holds a configuration (after the first membership change),
+	// that one wins; Members then only seeds peer addresses.
 	ID      consensus.NodeID
 	Name    string
 	Members []Member
+	// PromoteLag: the leader promotes a learner added without --learner
+	// once its log is within this many entries of the leader's. Default
+	// 1000.
+	PromoteLag int
 	// ClusterID must match the peers' and clients'.
 	ClusterID string
 
@@ -171,6 +181,13 @@ type Server struct {
 	waits   *waitTable
 	changes *broadcaster // closed on every applied KV change
 
+	// confMu guards conf, the configuration in use (updated from the Raft
+	// loop through OnConfigChange), and peerAddrs, every member's peer
+	// address but ours.
+	confMu    sync.Mutex
+	conf      consensus.Configuration
+	peerAddrs map[consensus.NodeID]string
+
 	watchers        atomic.Int64 // open watch streams
 	blockedAcquires atomic.Int64 // acquire calls waiting for a grant
 
@@ -200,14 +217,15 @@ func New(cfg Config) (*Server, error) {
 		tracker: tracker, waits: newWaitTable(), changes: newBroadcaster(), stop: make(chan struct{}),
 	}
 	peerAddrs := map[consensus.NodeID]string{}
-	var voters []consensus.NodeID
+	boot := consensus.Configuration{}
 	for _, m := range cfg.Members {
-		voters = append(voters, m.ID)
+		boot.Members = append(boot.Members, consensus.ConfMember{ID: m.ID, Name: m.Name, Addr: m.PeerAddr, Learner: m.Learner})
 		if m.ID != cfg.ID {
 			peerAddrs[m.ID] = m.PeerAddr
 		}
 	}
-	sort.Slice(voters, func(i, j int) bool { return voters[i] < voters[j] })
+	sort.Slice(boot.Members, func(i, j int) bool { return boot.Members[i].ID < boot.Members[j].ID })
+	s.peerAddrs = peerAddrs
 	tcfg := rpc.PeerTransportConfig{
 		ID: cfg.ID, ClusterID: cfg.ClusterID, Peers: peerAddrs, Logger: cfg.Logger.Named("transport"),
 	}
@@ -221,10 +239,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.peers = newPeerClients(cfg.ClusterID, cfg.Name, peerAddrs, table)
+	s.peers = newPeerClients(cfg.ClusterID, cfg.Name, maps.Clone(peerAddrs), table)
 	s.node, err = consensus.StartNode(consensus.NodeConfig{
 		Raft: consensus.Config{
-			ID: cfg.ID, Voters: voters, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
+			ID: cfg.ID, Members: &boot, PromoteLag: cfg.PromoteLag,
+			ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
 			// The largest command (a 1 MiB value plus its key) with room to
 			// spare, well under the peer frame limit.
 			MaxProposalBytes: 2 << 20,
@@ -235,6 +254,7 @@ func New(cfg Config) (*Server, error) {
 		Logger: cfg.Logger.Named("node"), PeerAddrs: peerAddrs,
 		SnapshotStore: cfg.SnapshotStore, SnapshotEntries: cfg.SnapshotEntries, SnapshotBytes: cfg.SnapshotBytes,
 		SnapshotTrailing: cfg.SnapshotTrailing,
+		OnConfigChange:   s.onConfig,
 	})
 	if err != nil {
 		_ = s.transport.Close()
@@ -279,7 +299,7 @@ func (s *Server) Close() error {
 		return nil
 	default:
 	}
-	if lead, _ := s.node.Leader(); lead == s.cfg.ID && len(s.cfg.Members) > 1 {
+	if lead, _ := s.node.Leader(); lead == s.cfg.ID && len(s.Configuration().Voters()) > 1 {
 		s.transferAway()
 	}
 	close(s.stop)
@@ -294,14 +314,7 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) transferAway() {
-	st := s.node.Status()
-	var best consensus.NodeID
-	var bestMatch consensus.Index
-	for id, pr := range st.Progress {
-		if id != s.cfg.ID && pr.RecentActive && pr.Match >= bestMatch {
-			best, bestMatch = id, pr.Match
-		}
-	}
+	best := s.bestVoter()
 	if best == 0 {
 		return
 	}

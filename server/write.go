@@ -65,6 +65,22 @@ func (p *peerClients) get(id consensus.NodeID) (*rpc.Client, error) {
 	return c, nil
 }
 
+// setAddrs replaces the address book; clients of peers whose address
+// changed are closed. A client of a peer that left stays until close: a
+// call forwarded to it may be the very removal that made it leave, and
+// its answer is still on the way.
+func (p *peerClients) setAddrs(addrs map[consensus.NodeID]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, c := range p.clients {
+		if a, ok := addrs[id]; ok && a != p.addrs[id] {
+			_ = c.Close()
+			delete(p.clients, id)
+		}
+	}
+	p.addrs = addrs
+}
+
 func (p *peerClients) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
