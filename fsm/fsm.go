@@ -17,7 +17,7 @@ type Config struct {
 	Limits api.Limits
 	Rules  session.Rules
 	// HistoryMaxEvents and HistoryMaxBytes bound the watch history.
-	// Defaults 100,000 events and 64 MiB.
+	// Defaults 10,000 events and 16 MiB.
 	HistoryMaxEvents int
 	HistoryMaxBytes  int64
 	// DedupIdle drops a client's exactly-once record after this much
@@ -33,8 +33,8 @@ func DefaultConfig(maxElection time.Duration) Config {
 	return Config{
 		Limits:           api.DefaultLimits(),
 		Rules:            session.NewRules(maxElection),
-		HistoryMaxEvents: 100_000,
-		HistoryMaxBytes:  64 << 20,
+		HistoryMaxEvents: 10_000,
+		HistoryMaxBytes:  16 << 20,
 		DedupIdle:        time.Hour,
 		DedupMaxClients:  100_000,
 	}

@@ -38,7 +38,7 @@ const (
 	defaultTick              = 100 * time.Millisecond
 	defaultElectionTicks     = 10
 	defaultHeartbeatTicks    = 1
-	defaultSnapshotThreshold = 100000
+	defaultSnapshotThreshold = 10000
 	defaultSnapshotBytes     = 64 << 20
 	defaultSnapshotTrailing  = 5000
 )
