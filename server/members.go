@@ -179,7 +179,7 @@ func (s *Server) lookup(name string) (consensus.ConfMember, error) {
 	if m, ok := c.MemberByName(name); ok {
 		return m, nil
 	}
-	return consensus.ConfMember{}, api.Errorf(api.CodeNotFound, "no member is called %q (members: %v); see `lockctl member list`", name, c)
+	return consensus.ConfMember{}, api.Errorf(api.CodeInvalid, "no member is called %q (members: %v); see `lockctl member list`", name, c)
 }
 
 func (s *Server) onMemberPromote(ctx context.Context, req *api.MemberPromoteRequest) (*api.MemberChangeResponse, error) {

@@ -51,7 +51,7 @@ type app struct {
 // the file of its kind; adding a command is one more file and one line.
 func commands(a *app) []*cli.Command {
 	return []*cli.Command{
-		statusCommand(a), memberCommand(a),
+		statusCommand(a), memberCommand(a), leaderCommand(a),
 		putCommand(a), getCommand(a), delCommand(a), lsCommand(a), watchCommand(a), txnCommand(a),
 		sessionCommand(a), lockCommand(a), electCommand(a),
 		benchCommand(a), completionCommand(a),

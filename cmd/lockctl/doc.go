@@ -73,6 +73,8 @@
 //	session keepalive KeepaliveEvent per line
 //	lock NAME         LockHeldOutput        lock list       LockListOutput
 //	lock check        LockCheckOutput       elect           LeaderOutput per line
+//	member add        MemberChangeOutput    member promote  MemberChangeOutput
+//	member remove     MemberChangeOutput    leader transfer LeaderTransferOutput
 //	bench             bench.Result (package bench; a run cut short by Ctrl-C
 //	                  prints its partial result with "partial": true and exits 0)
 //

@@ -145,6 +145,8 @@ type MemberOutput struct {
 	Name     string `json:"name"`
 	PeerAddr string `json:"peer_addr"`
 	Leader   bool   `json:"leader"`
+	// Learner: receives the log but does not vote (yet).
+	Learner bool `json:"learner,omitempty"`
 }
 
 // SessionOutput is one session (`session create`, `session info`, the

@@ -128,8 +128,8 @@ func statusText(w io.Writer, out StatusOutput) {
 func memberCommand(a *app) *cli.Command {
 	return &cli.Command{
 		Name:  "member",
-		Usage: "cluster members",
-		Subcommands: []*cli.Command{{
+		Usage: "cluster members: list, add, promote, remove",
+		Subcommands: append([]*cli.Command{{
 			Name:  "list",
 			Usage: "the members as the answering node knows them (id, name, peer address, leader)",
 			Action: func(c *cli.Context) error {
@@ -149,21 +149,24 @@ func memberCommand(a *app) *cli.Command {
 				}
 				out := MemberListOutput{Node: st.Node.Name, Leader: st.Leader, Term: st.Term, Members: []MemberOutput{}}
 				for _, m := range st.Members {
-					out.Members = append(out.Members, MemberOutput{ID: m.ID, Name: m.Name, PeerAddr: m.PeerAddr, Leader: m.ID == st.Leader})
+					out.Members = append(out.Members, MemberOutput{ID: m.ID, Name: m.Name, PeerAddr: m.PeerAddr, Leader: m.ID == st.Leader, Learner: m.Learner})
 				}
 				return cn.out(out, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "ID\tNAME\tPEER ADDRESS\tLEADER")
+					fmt.Fprintln(tw, "ID\tNAME\tPEER ADDRESS\tLEADER\tKIND")
 					for _, m := range out.Members {
-						lead := ""
+						lead, kind := "", "voter"
 						if m.Leader {
 							lead = "*"
 						}
-						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", m.ID, m.Name, m.PeerAddr, lead)
+						if m.Learner {
+							kind = "learner"
+						}
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", m.ID, m.Name, m.PeerAddr, lead, kind)
 					}
 					_ = tw.Flush()
 				})
 			},
-		}},
+		}}, memberChangeCommands(a)...),
 	}
 }
