@@ -284,6 +284,16 @@ func (n *Node) handleReady(rd Ready) error {
 			return err
 		}
 	}
+	// Committed entries are durable on a majority already, so they are
+	// applied (and their callers answered) before this Ready's new
+	// entries are persisted: under load every Ready carries both, and
+	// applying after the fsync made every answer wait for the next
+	// batch's fsync too. On a follower they may include entries of this
+	// very Ready; that is safe for the same reason (committed entries
+	// never change), and a snapshot taken from them is reconciled with
+	// the stored log at restart (TrimLog).
+	n.apply(rd.CommittedEntries)
+	n.deliverReadStates(rd.ReadStates)
 	if err := n.persist(rd); err != nil {
 		return err
 	}
@@ -291,8 +301,6 @@ func (n *Node) handleReady(rd Ready) error {
 	if len(rd.MessagesAfterPersist) > 0 {
 		n.cfg.Transport.Send(rd.MessagesAfterPersist)
 	}
-	n.apply(rd.CommittedEntries)
-	n.deliverReadStates(rd.ReadStates)
 	if rd.Config != nil {
 		n.onConfig(*rd.Config)
 	}
