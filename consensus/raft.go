@@ -986,7 +986,9 @@ func (r *Raft) HasReady() bool {
 //  3. durably store Entries (replacing any stored entries from
 //     Entries[0].Index on) and HardState if MustSaveHardState;
 //  4. send MessagesAfterPersist;
-//  5. apply CommittedEntries in order; answer ReadStates once applied;
+//  5. apply CommittedEntries in order; answer ReadStates once applied
+//     (this may come before steps 3 and 4, after step 2: committed
+//     entries are durable on a majority already, even those in Entries);
 //  6. call Advance.
 type Ready struct {
 	SoftState            *SoftState
