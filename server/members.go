@@ -164,7 +164,7 @@ func (s *Server) addMember(ctx context.Context, req *api.MemberAddRequest) (*api
 		return nil, api.Errorf(api.CodeInvalid, "%s: the leader cannot reach %s (%v): start lockd there first (lockd --join), or check the address and firewall", what, req.PeerAddr, err)
 	}
 	_ = conn.Close()
-	res, err := s.node.ProposeConfChange(ctx, consensus.ConfChange{Type: consensus.ConfAddLearner, Name: req.Name, Addr: req.PeerAddr, AutoPromote: !req.Learner})
+	res, err := s.proposeConf(ctx, consensus.ConfChange{Type: consensus.ConfAddLearner, Name: req.Name, Addr: req.PeerAddr, AutoPromote: !req.Learner})
 	if err != nil {
 		return nil, confError(what, err)
 	}
@@ -218,8 +218,27 @@ func (s *Server) onMemberRemove(ctx context.Context, req *api.MemberRemoveReques
 	})
 }
 
+// proposeConf proposes cc, waiting out (up to LeaderWait) the refusals
+// that pass by themselves within moments: another change not committed
+// yet, a new leader that has not committed in its term yet, a leadership
+// transfer under way. After that the refusal is the answer.
+func (s *Server) proposeConf(ctx context.Context, cc consensus.ConfChange) (consensus.ConfChangeResult, error) {
+	deadline := time.Now().Add(s.cfg.LeaderWait)
+	for {
+		res, err := s.node.ProposeConfChange(ctx, cc)
+		transient := errors.Is(err, consensus.ErrConfChangeInProgress) || errors.Is(err, consensus.ErrConfChangeTooEarly) ||
+			errors.Is(err, consensus.ErrTransferInProgress)
+		if !transient || time.Now().After(deadline) {
+			return res, err
+		}
+		if err := s.pause(ctx); err != nil {
+			return res, err
+		}
+	}
+}
+
 func (s *Server) change(ctx context.Context, what string, cc consensus.ConfChange) (*api.MemberChangeResponse, error) {
-	res, err := s.node.ProposeConfChange(ctx, cc)
+	res, err := s.proposeConf(ctx, cc)
 	if err != nil {
 		return nil, confError(what, err)
 	}

@@ -32,8 +32,13 @@ type nodeConfig struct {
 	Pprof    bool
 
 	ClusterID string
-	// Members are sorted by name, with ids 1..n in that order.
+	// Members are sorted by name, with ids 1..n in that order: the
+	// bootstrap configuration. With Join they (and ID) are learned from
+	// the cluster at the first start, or read from the data dir.
 	Members []server.Member
+	// Join lists client addresses of a running cluster to ask to add this
+	// node (lockd --join); empty for a member of --initial-cluster.
+	Join []string
 
 	Tick              time.Duration
 	ElectionTicks     int
@@ -53,6 +58,7 @@ type rawConfig struct {
 	// PeerAddrSet says --peer-addr (or its env var) was given explicitly.
 	PeerAddrSet       bool
 	InitialCluster    string
+	Join              string
 	ClusterID         string
 	Tick              time.Duration
 	ElectionTicks     int
@@ -140,6 +146,26 @@ func (r rawConfig) validate() (nodeConfig, error) {
 // validateCluster parses --initial-cluster (default: this node alone at
 // --peer-addr), finds this node in it and settles the peer listen address.
 func (r rawConfig) validateCluster(cfg *nodeConfig) error {
+	if strings.TrimSpace(r.Join) != "" {
+		if strings.TrimSpace(r.InitialCluster) != "" {
+			return errors.New("--join and --initial-cluster exclude each other: a joining node learns the members from the cluster")
+		}
+		if err := checkListenAddr(r.PeerAddr); err != nil {
+			return fmt.Errorf("--peer-addr: %w", err)
+		}
+		if host, _, _ := net.SplitHostPort(r.PeerAddr); isWildcard(host) {
+			return fmt.Errorf("--peer-addr %s: with --join it is the address the members dial, so give a host, not a wildcard", r.PeerAddr)
+		}
+		for _, ep := range strings.Split(r.Join, ",") {
+			ep = strings.TrimSpace(ep)
+			if _, _, err := net.SplitHostPort(ep); err != nil {
+				return fmt.Errorf("--join %q: %v; give the client address (host:port) of one or more members", ep, err)
+			}
+			cfg.Join = append(cfg.Join, ep)
+		}
+		cfg.PeerAddr = r.PeerAddr
+		return nil
+	}
 	if strings.TrimSpace(r.InitialCluster) == "" {
 		if err := checkListenAddr(r.PeerAddr); err != nil {
 			return fmt.Errorf("--peer-addr: %w", err)

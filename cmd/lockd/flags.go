@@ -15,6 +15,7 @@ const (
 	flagPeerAddr          = "peer-addr"
 	flagHTTPAddr          = "http-addr"
 	flagInitialCluster    = "initial-cluster"
+	flagJoin              = "join"
 	flagClusterID         = "cluster-id"
 	flagTick              = "tick"
 	flagElectionTicks     = "election-ticks"
@@ -71,6 +72,9 @@ func nodeFlags() []cli.Flag {
 			Usage: "serve /debug/pprof/ on --http-addr"},
 		&cli.StringFlag{Name: flagInitialCluster, Category: catCluster, EnvVars: env("INITIAL_CLUSTER"), DefaultText: "<name>=<peer-addr>, a single-node cluster",
 			Usage: "every member with its peer address, as `NAME=HOST:PORT,...`; give all nodes the same list"},
+		&cli.StringFlag{Name: flagJoin, Category: catCluster, EnvVars: env("JOIN"),
+			Usage: "join a running cluster: ask the members at `HOST:PORT,...` (client addresses) to add this node " +
+				"(a learner, promoted once caught up); the data dir must be new or from an earlier join"},
 		&cli.StringFlag{Name: flagClusterID, Category: catCluster, Value: defaultClusterID, EnvVars: env("CLUSTER_ID"),
 			Usage: "cluster `ID` that peers and clients must share; stored in the data dir at first start"},
 		&cli.DurationFlag{Name: flagTick, Category: catRaft, Value: defaultTick, EnvVars: env("TICK"),
@@ -102,7 +106,7 @@ func rawFromContext(c *cli.Context) rawConfig {
 		Name: c.String(flagName), DataDir: c.String(flagDataDir),
 		ClientAddr: c.String(flagClientAddr), PeerAddr: c.String(flagPeerAddr), HTTPAddr: c.String(flagHTTPAddr),
 		PeerAddrSet:    c.IsSet(flagPeerAddr),
-		InitialCluster: c.String(flagInitialCluster), ClusterID: c.String(flagClusterID),
+		InitialCluster: c.String(flagInitialCluster), Join: c.String(flagJoin), ClusterID: c.String(flagClusterID),
 		Tick: c.Duration(flagTick), ElectionTicks: c.Int(flagElectionTicks), HeartbeatTicks: c.Int(flagHeartbeatTicks),
 		SnapshotThreshold: c.Uint64(flagSnapshotThreshold),
 		SnapshotBytes:     c.Int64(flagSnapshotBytes),

@@ -16,16 +16,14 @@ import (
 )
 
 // membersFileName records, in the data dir, the voters the node first
-// started with. The server takes its Raft voters from the member list at
-// every start and does not persist them; lockd cannot change members at
-// run time yet. A restart with another member list would give this node
-// a voter set its peers do not share, and two such nodes could each count
-// a different majority. So the list is written at the first start and
-// every later start must give the same ids and names (addresses may
-// change: they only say where to dial).
-//
-// When the cluster configuration is persisted by Raft itself, this file
-// goes: the stored configuration wins over --initial-cluster.
+// started with: its bootstrap configuration. Membership changes at run
+// time (lockctl member add/remove, lockd --join) are entries in the Raft
+// log and snapshots, and that stored configuration wins over the
+// bootstrap one as soon as the node replays it. The bootstrap one still
+// decides the entries before the first change, so it must never differ
+// from what the other members bootstrapped with: every start must give
+// the --initial-cluster the cluster was first started with, whatever the
+// members are now (addresses may change: they only say where to dial).
 const membersFileName = "lockd-members"
 
 const membersHeader = "# lockd: voters (id name) this data dir was first started with; --initial-cluster must keep them\n"
@@ -47,8 +45,9 @@ func checkMembers(dir string, members []server.Member) error {
 		return fmt.Errorf("%s is damaged (%v): it lists this member's first voters; restore it or use an empty data dir", path, err)
 	}
 	if !sameVoters(recorded, members) {
-		return fmt.Errorf("data dir %s was started with members %s, but --initial-cluster gives %s: lockd cannot change "+
-			"members at run time yet; start with the first --initial-cluster", dir, voterList(recorded), voterList(members))
+		return fmt.Errorf("data dir %s was started with members %s, but --initial-cluster gives %s: --initial-cluster must stay "+
+			"the list the cluster was first started with (members are changed at run time with lockctl member add/remove "+
+			"or lockd --join, and the cluster keeps them)", dir, voterList(recorded), voterList(members))
 	}
 	return nil
 }

@@ -82,8 +82,29 @@ func startNode(cfg nodeConfig, logger hclog.Logger) (_ *node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the identity of data dir %s: %w", cfg.DataDir, err)
 	}
+	var joined *joinRecord
+	if len(cfg.Join) > 0 {
+		rec, ok, err := readJoinRecord(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case ok && (rec.ClusterID != cfg.ClusterID || rec.Name != cfg.Name):
+			return nil, fmt.Errorf("data dir %s joined cluster %q as %s, not cluster %q as %s: start it with the name and cluster id it joined with, or use an empty data dir",
+				cfg.DataDir, rec.ClusterID, rec.Name, cfg.ClusterID, cfg.Name)
+		case ok:
+			// Joined before: Raft's stored configuration is the membership.
+			cfg.ID, cfg.Members = consensus.NodeID(rec.ID), rec.members()
+			logger.Info("data dir joined the cluster before: not asking again", "id", rec.ID)
+		case hasIdentity:
+			return nil, fmt.Errorf("data dir %s belongs to member %d of cluster %q (started with --initial-cluster): start it that way, or use an empty data dir to --join",
+				cfg.DataDir, stored.NodeID, stored.ClusterID)
+		default:
+			joined = &rec
+		}
+	}
 	want := store.Identity{ClusterID: cfg.ClusterID, NodeID: cfg.ID}
-	if hasIdentity && stored != want {
+	if hasIdentity && joined == nil && stored != want {
 		return nil, identityMismatch(cfg, stored)
 	}
 
@@ -104,10 +125,27 @@ func startNode(cfg nodeConfig, logger hclog.Logger) (_ *node, err error) {
 		closers = append(closers, func() { _ = n.httpL.Close() })
 	}
 
+	if joined != nil {
+		// The peer listener is open: the leader checks it can reach us.
+		rec, err := join(context.Background(), cfg, logger)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeJoinRecord(cfg.DataDir, rec); err != nil {
+			return nil, fmt.Errorf("recording the join in %s: %w; remove member %s (id %d) with lockctl and join again", cfg.DataDir, err, cfg.Name, rec.ID)
+		}
+		cfg.ID, cfg.Members = consensus.NodeID(rec.ID), rec.members()
+		want = store.Identity{ClusterID: cfg.ClusterID, NodeID: cfg.ID}
+		n.cfg = cfg
+	}
+
 	// Claim the data dir only once nothing else can stop the start, and
-	// before Raft writes anything to it.
-	if err := checkMembers(cfg.DataDir, cfg.Members); err != nil {
-		return nil, err
+	// before Raft writes anything to it. (A joined node's bootstrap
+	// members are in its join record instead.)
+	if len(cfg.Join) == 0 {
+		if err := checkMembers(cfg.DataDir, cfg.Members); err != nil {
+			return nil, err
+		}
 	}
 	if !hasIdentity {
 		if err := n.store.SetIdentity(want); err != nil {
@@ -120,6 +158,7 @@ func startNode(cfg nodeConfig, logger hclog.Logger) (_ *node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the snapshot dir: %w", err)
 	}
+	n.cfg = cfg
 	trailing := cfg.SnapshotTrailing
 	if trailing == 0 {
 		trailing = -1 // server.Config: negative keeps none
