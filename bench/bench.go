@@ -56,6 +56,10 @@ type Config struct {
 	// (default 1,000).
 	Watchers int
 	Rate     int
+	// PutRate limits put and keepalive to this many puts per second in
+	// total (0: as fast as the workers go), e.g. to measure what holding
+	// sessions costs the cluster with little else going on.
+	PutRate int
 	// OpTimeout bounds each operation (default 10 s).
 	OpTimeout time.Duration
 	// Seed makes the key choices repeatable (0: 1).
@@ -121,7 +125,7 @@ func (c Config) withDefaults() (Config, error) {
 		name string
 		v    int
 	}{{"clients", c.Clients}, {"concurrency", c.Concurrency}, {"total", c.Total}, {"value-size", c.ValueSize},
-		{"keys", c.Keys}, {"sessions", c.Sessions}, {"watchers", c.Watchers}, {"rate", c.Rate}} {
+		{"keys", c.Keys}, {"sessions", c.Sessions}, {"watchers", c.Watchers}, {"rate", c.Rate}, {"put-rate", c.PutRate}} {
 		if f.v < 0 {
 			return c, fmt.Errorf("--%s %d: must not be negative", f.name, f.v)
 		}

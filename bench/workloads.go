@@ -35,12 +35,40 @@ func (r *runner) dropPrefix(workload string) {
 	})
 }
 
+// pacer returns a wait that spaces one worker's operations so that all
+// workers together do rate per second (each owns 1/Concurrency of it),
+// starting at a random phase; rate 0 does not wait.
+func (r *runner) pacer(rng *rand.Rand, rate int) func(ctx context.Context) error {
+	if rate <= 0 {
+		return func(context.Context) error { return nil }
+	}
+	interval := time.Duration(float64(time.Second) * float64(r.cfg.Concurrency) / float64(rate))
+	next := time.Now().Add(time.Duration(rng.Int64N(int64(interval) + 1)))
+	return func(ctx context.Context) error {
+		if d := time.Until(next); d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		next = next.Add(interval)
+		return nil
+	}
+}
+
 func (r *runner) put(ctx context.Context) (*Result, error) {
 	defer r.dropPrefix("put")
 	val := r.value()
 	return r.loop(ctx, "run", r.cfg.Concurrency, r.runBound(), func(w int) opFunc {
 		kv, rng := r.clientOf(w).KV(), r.rng(w)
+		pace := r.pacer(rng, r.cfg.PutRate)
 		return func(ctx context.Context, _ int64) error {
+			if err := pace(ctx); err != nil {
+				return err
+			}
 			_, err := kv.Put(ctx, r.key("put", rng.IntN(r.cfg.Keys)), val)
 			return err
 		}
@@ -303,21 +331,14 @@ func (r *runner) watch(ctx context.Context) (*Result, error) {
 	}
 	started.Wait()
 	val := r.value()
-	interval := time.Duration(float64(time.Second) * float64(r.cfg.Concurrency) / float64(r.cfg.Rate))
 	res := r.loop(ctx, "run", r.cfg.Concurrency, r.runBound(), func(w int) opFunc {
 		kv, rng := r.clientOf(w).KV(), r.rng(w)
-		next := time.Now().Add(time.Duration(rng.Int64N(int64(interval) + 1)))
+		pace := r.pacer(rng, r.cfg.Rate)
 		v := append([]byte(nil), val...)
 		return func(ctx context.Context, _ int64) error {
-			// Pace the writes: each worker owns 1/Concurrency of the rate.
-			if d := time.Until(next); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+			if err := pace(ctx); err != nil {
+				return err
 			}
-			next = next.Add(interval)
 			binary.BigEndian.PutUint64(v, uint64(time.Now().UnixNano()))
 			_, err := kv.Put(ctx, r.key("watch", rng.IntN(r.cfg.Keys)), v)
 			return err

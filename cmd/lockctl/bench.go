@@ -39,6 +39,7 @@ func benchCommand(a *app) *cli.Command {
 			&cli.IntFlag{Name: "sessions", Value: 1000, Usage: "keepalive: live sessions held while putting"},
 			&cli.IntFlag{Name: "watchers", Value: 16, Usage: "watch: watchers on the prefix"},
 			&cli.IntFlag{Name: "rate", Value: 1000, Usage: "watch: writes per second, shared by the workers"},
+			&cli.IntFlag{Name: "put-rate", Usage: "put, keepalive: at most this many puts per second in total (0: no limit)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the key choices"},
 		},
 		Action: func(c *cli.Context) error {
@@ -46,7 +47,7 @@ func benchCommand(a *app) *cli.Command {
 			if err != nil {
 				return err
 			}
-			for _, f := range []string{"clients", "concurrency", "total", "value-size", "keys", "sessions", "watchers", "rate"} {
+			for _, f := range []string{"clients", "concurrency", "total", "value-size", "keys", "sessions", "watchers", "rate", "put-rate"} {
 				if c.Int(f) < 0 {
 					return usagef(name, "--%s %d must not be negative", f, c.Int(f))
 				}
@@ -66,7 +67,7 @@ func benchCommand(a *app) *cli.Command {
 				Workload: got[0], Clients: c.Int("clients"), Concurrency: c.Int("concurrency"),
 				Total: c.Int("total"), Duration: c.Duration("duration"), ValueSize: c.Int("value-size"),
 				Keys: c.Int("keys"), Stale: c.Bool("stale"), TTL: c.Duration("ttl"), Sessions: c.Int("sessions"),
-				Watchers: c.Int("watchers"), Rate: c.Int("rate"), Seed: c.Uint64("seed"),
+				Watchers: c.Int("watchers"), Rate: c.Int("rate"), PutRate: c.Int("put-rate"), Seed: c.Uint64("seed"),
 			}
 			if c.IsSet(flagTimeout) {
 				// Otherwise bench's own default (10 s), which leaves room
