@@ -112,8 +112,20 @@ func (c *safetyChecker) checkSnapshot(id NodeID, k entryKey) error {
 	return nil
 }
 
-// checkEntries runs Log Matching over entries node r is about to persist.
+// checkEntries runs Log Matching over entries node r is about to persist
+// against every entry persisted anywhere so far. recordEntries, once they
+// are persisted, adds them: an entry that died in memory with a crash was
+// in no server's log, and a lone voter may legitimately write another one
+// at the same index and (never durable, never sent) term after restarting.
 func (c *safetyChecker) checkEntries(r *Raft, ents []Entry) error {
+	return c.matchEntries(r, ents, false)
+}
+
+func (c *safetyChecker) recordEntries(r *Raft, ents []Entry) error {
+	return c.matchEntries(r, ents, true)
+}
+
+func (c *safetyChecker) matchEntries(r *Raft, ents []Entry, record bool) error {
 	for i := range ents {
 		e := &ents[i]
 		if err := e.Verify(); err != nil {
@@ -128,7 +140,7 @@ func (c *safetyChecker) checkEntries(r *Raft, ents []Entry) error {
 		if old, ok := c.facts[k]; ok && old != f {
 			return fmt.Errorf("log matching: node %d has entry %d term %d with previous term %d, checksum %08x; another log had previous term %d, checksum %08x",
 				r.id, e.Index, e.Term, prevTerm, e.Checksum, old.prevTerm, old.checksum)
-		} else if !ok {
+		} else if !ok && record {
 			c.facts[k] = f
 		}
 	}

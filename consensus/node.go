@@ -249,6 +249,9 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		st.Config, st.ConfigIndex = snapConf, snap.Index
 	}
 	cfg.Raft.Applied = max(cfg.Raft.Applied, snap.Index)
+	// A snapshot holds committed entries only, and the stored commit index
+	// may lag it (a commit index alone is not synced: node_loop.persist).
+	st.HardState.Commit = max(st.HardState.Commit, snap.Index)
 	core, err := New(cfg.Raft, st)
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", id, err)

@@ -231,7 +231,12 @@ func (r *Raft) send(m Message) {
 	}
 	switch m.Type {
 	case MsgApp, MsgHeartbeat, MsgTimeoutNow, MsgReadIndexResp:
-		if r.role == Leader {
+		// A leader's messages may leave before its fsync only once its
+		// term is durable. A lone voter (with learners) wins in the same
+		// Step that raised its term; had its first MsgApp left before the
+		// term was stored, a crash and a second win of the same term could
+		// send the learner other entries at the same index and term.
+		if r.role == Leader && r.prevHard.Term == r.term {
 			r.msgs = append(r.msgs, m)
 			return
 		}

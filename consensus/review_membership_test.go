@@ -8,7 +8,7 @@ import (
 // Tests added by the membership review (ffaece6). A test that shows a
 // known bug skips unless reviewRunKnownBugs is set.
 
-const reviewRunKnownBugsCore = false
+const reviewRunKnownBugsCore = true
 
 // TestReviewSingleVoterLeaderSendsBeforeTermIsDurable: with one voter and
 // a learner, the voter wins its election inside one Step (its own vote is
@@ -93,5 +93,17 @@ func TestReviewSingleVoterLeaderSendsBeforeTermIsDurable(t *testing.T) {
 	}
 	if sc.violation != nil {
 		t.Fatalf("safety violation: %v", sc.violation)
+	}
+}
+
+// TestSnapshotHeaderOfZeroLengthIsRefused: a received snapshot whose
+// configuration header claims 0 bytes used to make the sniffer recurse on
+// the same bytes until the stack overflowed — from a peer's input.
+func TestSnapshotHeaderOfZeroLengthIsRefused(t *testing.T) {
+	var s confSniffer
+	hdr := append(append([]byte(nil), confMagic...), 0, 0, 0, 0)
+	s.observe(append(hdr, []byte("rest of the snapshot")...))
+	if !s.done || s.err == nil {
+		t.Fatalf("sniffer after a zero-length header: done %v, err %v", s.done, s.err)
 	}
 }

@@ -351,6 +351,9 @@ func (s *simulation) handleReady(n *simNode) error {
 		if s.crashPoint(n, "before persisting") {
 			return nil
 		}
+		if err := s.check.recordEntries(r, rd.Entries); err != nil {
+			return err
+		}
 		if rd.MustSaveHardState {
 			n.hard = rd.HardState
 		}

@@ -108,8 +108,9 @@ func (s *confSniffer) observe(p []byte) {
 		return
 	}
 	if len(s.buf) == len(confMagic)+4 {
-		if n := binary.BigEndian.Uint32(s.buf[len(confMagic):]); n > maxConfHeader {
-			s.done, s.err = true, fmt.Errorf("snapshot's configuration header claims %d bytes (limit %d)", n, maxConfHeader)
+		if n := binary.BigEndian.Uint32(s.buf[len(confMagic):]); n == 0 || n > maxConfHeader {
+			// n == 0 would also leave nothing to take and recurse forever.
+			s.done, s.err = true, fmt.Errorf("snapshot's configuration header claims %d bytes (want 1 to %d)", n, maxConfHeader)
 			return
 		}
 		if take < len(p) {
