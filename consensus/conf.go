@@ -298,6 +298,9 @@ var (
 	ErrMemberExists = errors.New("member already exists")
 	// ErrNotLearner: promote of a voter.
 	ErrNotLearner = errors.New("not a learner")
+	// ErrLearnerBehind: promote of a learner more than PromoteLag entries
+	// behind; as a voter it would hold up every commit until caught up.
+	ErrLearnerBehind = errors.New("the learner has not caught up")
 )
 
 // confHistory tracks the configurations in a node's log: base holds as of

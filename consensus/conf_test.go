@@ -317,3 +317,30 @@ func TestConfigurationSurvivesSnapshotAndRestart(t *testing.T) {
 		t.Fatal("re-adding the removed id 3 was accepted")
 	}
 }
+
+// TestPromoteOfALearnerFarBehindRefused: promoting a learner that is
+// still catching up (a large snapshot, a slow link) would make every
+// commit wait for it; it is refused until the learner is within
+// PromoteLag, then allowed. (Found in review.)
+func TestPromoteOfALearnerFarBehindRefused(t *testing.T) {
+	sc := newScenario(t, 3, func(o *simOptions) { o.promoteLag = 2 })
+	sc.elect(1)
+	_, cc, _, err := sc.confChange(1, ConfChange{Type: ConfAddLearner, Name: "four", Addr: "a4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.tick(2)
+	sc.isolate(cc.ID)
+	for i := 0; i < 10; i++ {
+		sc.propose(1, "fill")
+	}
+	sc.tick(1)
+	if _, _, _, err := sc.confChange(1, ConfChange{Type: ConfPromote, ID: cc.ID}); !errors.Is(err, ErrLearnerBehind) {
+		t.Fatalf("promote of a learner 10 entries behind (lag 2): %v; want ErrLearnerBehind", err)
+	}
+	sc.heal()
+	sc.tick(3)
+	if _, _, _, err := sc.confChange(1, ConfChange{Type: ConfPromote, ID: cc.ID}); err != nil {
+		t.Fatalf("promote once caught up: %v", err)
+	}
+}

@@ -271,6 +271,11 @@ func (n *Node) checkTransfers() {
 
 // handleReady carries out rd in the order documented on Ready.
 func (n *Node) handleReady(rd Ready) error {
+	// First, so that the transport knows a new member's address before
+	// the first message to it leaves.
+	if rd.Config != nil {
+		n.onConfig(*rd.Config)
+	}
 	// The leader's appends may leave before its own fsync: it counts
 	// itself toward commit only once durable.
 	if len(rd.Messages) > 0 {
@@ -300,9 +305,6 @@ func (n *Node) handleReady(rd Ready) error {
 	// Votes and acknowledgements vouch for what was just persisted.
 	if len(rd.MessagesAfterPersist) > 0 {
 		n.cfg.Transport.Send(rd.MessagesAfterPersist)
-	}
-	if rd.Config != nil {
-		n.onConfig(*rd.Config)
 	}
 	if rd.SoftState != nil {
 		n.onSoftState(*rd.SoftState)

@@ -35,6 +35,19 @@ func (r *Raft) ProposeConfChange(now int64, cc ConfChange) (Index, Term, ConfCha
 	if err != nil {
 		return 0, 0, cc, Configuration{}, err
 	}
+	if cc.Type == ConfPromote {
+		// A voter that is far behind holds up every commit of the new
+		// configuration (the promote entry's own included) until it has
+		// caught up, and the change cannot be taken back meanwhile.
+		if pr := r.prs[cc.ID]; pr == nil || pr.match+Index(r.cfg.PromoteLag) < r.log.lastIndex() {
+			match := Index(0)
+			if pr != nil {
+				match = pr.match
+			}
+			return 0, 0, cc, Configuration{}, fmt.Errorf("%w: node %d holds the log up to %d of %d (promotion allows %d behind); retry once it has caught up",
+				ErrLearnerBehind, cc.ID, match, r.log.lastIndex(), r.cfg.PromoteLag)
+		}
+	}
 	if err := r.checkQuorumAfter(next); err != nil {
 		return 0, 0, cc, Configuration{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,11 @@ type PeerTransportConfig struct {
 	// server side is the Server's that Register is given.
 	TLS *tls.Config
 
+	// Addr is this node's peer address as others dial it; sent with every
+	// batch so that a peer whose configuration does not list this node
+	// yet (it lags behind the entry that added it) can still answer.
+	// Optional.
+	Addr string
 	// QueueSize bounds the messages waiting for one peer in each lane;
 	// more are dropped. Default 1024.
 	QueueSize int
@@ -328,7 +334,7 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 				break fill
 			}
 		}
-		wb.From = uint64(t.cfg.ID)
+		wb.From, wb.Addr = uint64(t.cfg.ID), t.cfg.Addr
 		wb.Msgs = wb.Msgs[:0]
 		blocks = blocks[:0]
 		for i := range batch {
@@ -385,6 +391,7 @@ func (t *PeerTransport) onBatch(ctx context.Context, b *wireBatch) (*struct{}, e
 	defer func() {
 		if accepted {
 			t.watchConn(ctx, consensus.NodeID(b.From))
+			t.learnAddr(consensus.NodeID(b.From), b.Addr)
 		}
 	}()
 	for i := range b.Msgs {
@@ -409,6 +416,30 @@ func (t *PeerTransport) onBatch(ctx context.Context, b *wireBatch) (*struct{}, e
 		accepted = true
 	}
 	return nil, nil
+}
+
+// learnAddr records the advertised address of a sender the address book
+// does not know. The next SetPeers (the configuration in use) replaces
+// it; until then the node can answer a leader its configuration does not
+// list yet — otherwise a follower that lags behind the entry adding the
+// new leader could never tell it where its log ends.
+func (t *PeerTransport) learnAddr(from consensus.NodeID, addr string) {
+	if addr == "" || from == t.cfg.ID {
+		return
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, known := t.addrs[from]; known || t.closed {
+		return
+	}
+	if t.addrs == nil {
+		t.addrs = map[consensus.NodeID]string{}
+	}
+	t.addrs[from] = addr
+	t.logger.Info("learned the address of a peer not in the configuration yet", "peer", uint64(from), "addr", addr)
 }
 
 // watchConn arranges that when the incoming connection whose context is

@@ -455,3 +455,24 @@ func TestUnreachableIsNeverAcceptedFromTheWire(t *testing.T) {
 		t.Fatal("a MsgUnreachable from the network was accepted")
 	}
 }
+
+// TestTransportLearnsTheAddressOfAnUnknownSender: a node whose address
+// book (configuration) does not list the sender yet can still answer it,
+// using the address the sender advertises with its batches.
+func TestTransportLearnsTheAddressOfAnUnknownSender(t *testing.T) {
+	nodes := newTestNodes(t, 2, func(c *PeerTransportConfig) {
+		if c.ID == 2 {
+			c.Peers = nil // node 2 does not know node 1
+		}
+	})
+	a, b := nodes[0], nodes[1]
+	a.tr.cfg.Addr = a.addr
+	b.tr.Send([]consensus.Message{{Type: consensus.MsgHeartbeatResp, From: 2, To: 1, Term: 1}})
+	if b.tr.Stats().Dropped != 1 {
+		t.Fatalf("a message to an unknown peer was not dropped: %+v", b.tr.Stats())
+	}
+	a.tr.Send([]consensus.Message{{Type: consensus.MsgHeartbeat, From: 1, To: 2, Term: 1}})
+	waitFor(t, 10*time.Second, "the heartbeat", func() bool { return len(b.inbox.got()) == 1 })
+	b.tr.Send([]consensus.Message{{Type: consensus.MsgHeartbeatResp, From: 2, To: 1, Term: 1}})
+	waitFor(t, 10*time.Second, "the answer", func() bool { return len(a.inbox.got()) == 1 })
+}

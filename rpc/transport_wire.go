@@ -51,6 +51,10 @@ type wireBatch struct {
 	_struct bool `codec:",toarray"`
 	From    uint64
 	Msgs    []wireMessage
+	// Addr is the sender's advertised peer address (may be empty), so a
+	// receiver whose configuration does not list the sender yet can
+	// answer it.
+	Addr string
 }
 
 // maxWireMessages bounds the messages in one batch a receiver accepts.

@@ -218,16 +218,19 @@ func New(cfg Config) (*Server, error) {
 	}
 	peerAddrs := map[consensus.NodeID]string{}
 	boot := consensus.Configuration{}
+	selfAddr := ""
 	for _, m := range cfg.Members {
 		boot.Members = append(boot.Members, consensus.ConfMember{ID: m.ID, Name: m.Name, Addr: m.PeerAddr, Learner: m.Learner})
 		if m.ID != cfg.ID {
 			peerAddrs[m.ID] = m.PeerAddr
+		} else {
+			selfAddr = m.PeerAddr
 		}
 	}
 	sort.Slice(boot.Members, func(i, j int) bool { return boot.Members[i].ID < boot.Members[j].ID })
 	s.peerAddrs = peerAddrs
 	tcfg := rpc.PeerTransportConfig{
-		ID: cfg.ID, ClusterID: cfg.ClusterID, Peers: peerAddrs, Logger: cfg.Logger.Named("transport"),
+		ID: cfg.ID, ClusterID: cfg.ClusterID, Peers: peerAddrs, Addr: selfAddr, Logger: cfg.Logger.Named("transport"),
 	}
 	if cfg.SnapshotStore != nil {
 		// s.node is set below, before the peer listener serves anything.
