@@ -29,7 +29,7 @@ type memberNode struct {
 // with its value.
 func TestE2EMembershipGrowReplaceShrink(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts real processes")
+		t.Skip("-short: this test starts real lockd processes")
 	}
 	dir := t.TempDir()
 	snapFlags := []string{"--snapshot-threshold", "200", "--snapshot-trailing", "20", "--http-addr", ""}
