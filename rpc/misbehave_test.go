@@ -48,7 +48,7 @@ func expectConnError(t testing.TB, fr *frameReader, want Code) {
 			continue
 		}
 		var we wireError
-		if err := newDecoder(newHandle()).decode(body, &we); err != nil {
+		if err := newDecoder(NewHandle()).decode(body, &we); err != nil {
 			t.Fatal(err)
 		}
 		if we.Code != want {
