@@ -64,7 +64,7 @@ type SnapshotStore interface {
 }
 
 // SnapshotSender is implemented by transports that can stream a snapshot
-// to a peer (rpc.PeerTransport, inmem.Network's transports). SendSnapshot
+// to a peer (peer.PeerTransport in rpc/peer, inmem.Network's transports). SendSnapshot
 // returns once the receiver has durably stored the whole snapshot and
 // verified its checksum, or why not.
 type SnapshotSender interface {

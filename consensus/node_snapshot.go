@@ -260,7 +260,7 @@ func (n *Node) installSnapshot(in *SnapshotInstall) error {
 }
 
 // ReceiveSnapshot opens where a snapshot streamed by node from is written
-// (the rpc transport's SnapshotSink factory). The sink writes into the
+// (the peer transport's SnapshotSink factory). The sink writes into the
 // snapshot store; its Close, called once the transfer's size and checksum
 // checked out, makes the snapshot durable and offers it to the core, which
 // installs it if it is ahead of the commit index. A transfer that fails is

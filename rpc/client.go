@@ -386,9 +386,11 @@ func (c *Client) Notify(ctx context.Context, m Method, req any) error {
 	return cc.notify(ctx, m, req)
 }
 
-// notifyEncoded is Notify for a body the caller encoded itself (with
-// its own long-lived encoder, which keeps its grown buffer).
-func (c *Client) notifyEncoded(ctx context.Context, m Method, body []byte) error {
+// NotifyEncoded is Notify for a body the caller encoded itself with a
+// handle from NewHandle (with its own long-lived encoder, which keeps its
+// grown buffer). body is copied into the connection's write queue: the
+// caller may reuse it once NotifyEncoded returns.
+func (c *Client) NotifyEncoded(ctx context.Context, m Method, body []byte) error {
 	cc, err := c.conn(ctx)
 	if err != nil {
 		return err

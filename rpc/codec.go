@@ -7,10 +7,12 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
-// newHandle returns the msgpack handle every connection uses. A Handle is
-// read-only once in use; each Server, Client and transport makes its own so
-// no package-level state is shared.
-func newHandle() *codec.MsgpackHandle {
+// NewHandle returns the msgpack handle every connection uses (its
+// settings are part of the wire format). Users that encode a body
+// themselves, for Client.NotifyEncoded, encode it with a handle from here.
+// A Handle is read-only once in use; each Server, Client and transport
+// makes its own so no package-level state is shared.
+func NewHandle() *codec.MsgpackHandle {
 	h := &codec.MsgpackHandle{}
 	h.WriteExt = true // []byte as msgpack bin, strings as str
 	h.RawToString = false
@@ -36,7 +38,7 @@ type encState struct {
 }
 
 func newCodecs() *codecs {
-	h := newHandle()
+	h := NewHandle()
 	p := &codecs{h: h}
 	p.pool.New = func() any {
 		s := &encState{buf: make([]byte, 0, 512)}
@@ -59,7 +61,7 @@ func (p *codecs) encode(v any) (*encState, error) {
 		return s, nil
 	}
 	s.enc.ResetBytes(&s.buf)
-	if err := safeEncode(s.enc, v); err != nil {
+	if err := SafeEncode(s.enc, v); err != nil {
 		p.put(s)
 		return nil, err
 	}
@@ -73,8 +75,9 @@ func (p *codecs) put(s *encState) {
 	p.pool.Put(s)
 }
 
-// safeEncode turns a panic inside the codec into an error.
-func safeEncode(enc *codec.Encoder, v any) (err error) {
+// SafeEncode encodes v with enc, turning a panic inside the codec into an
+// error.
+func SafeEncode(enc *codec.Encoder, v any) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("encoding %T: panic: %v", v, r)

@@ -1,7 +1,8 @@
 // Package rpc is lockd's wire protocol: length-prefixed msgpack frames over
 // TCP (optionally TLS), multiplexed unary calls, one-way notifications and
-// flow-controlled streams, and on top of them the Raft peer transport
-// (PeerTransport) that carries consensus messages and snapshots.
+// flow-controlled streams. The Raft peer transport that carries consensus
+// messages and snapshots over it is package rpc/peer; rpc itself knows
+// nothing of Raft, so the client library does not depend on consensus.
 //
 // # Frames
 //
@@ -30,15 +31,14 @@
 //     a peer that sends beyond its credit breaks the protocol.
 //  4. Everything queued is bounded: writes (WriteQueueBytes, then senders
 //     wait), calls per connection (MaxConcurrentCalls), connections
-//     (MaxConns), stream messages (StreamWindow), and each peer queue of
-//     the transport (drop on overflow, counted).
+//     (MaxConns) and stream messages (StreamWindow).
 //  5. Every pending call ends exactly once: with its answer, its context's
 //     error (after a Cancel frame is sent), or the connection's death.
 //  6. Decoded values never alias a read buffer: bodies are decoded into
 //     fresh values, and stream messages are copied out of the reader.
 //  7. Errors cross the wire as (code, message); an ErrorTable maps codes to
 //     sentinels on both sides, so errors.Is works for the caller.
-//  8. Every goroutine is joined by Close (Server, Client, PeerTransport).
+//  8. Every goroutine is joined by Close (Server, Client).
 //
 // # Flow control
 //
@@ -56,29 +56,23 @@
 // (a Credit frame) each time its application has consumed W/2 of them. A
 // slow reader therefore stops its sender; nothing buffers without bound.
 //
-// # Peer transport
-//
-// Each peer gets two lanes, each with its own bounded queue, goroutine and
-// TCP connection: the bulk lane carries MsgApp, the priority lane
-// everything else (heartbeats, votes, pre-votes, TimeoutNow, responses,
-// ReadIndex). A heartbeat never waits behind megabytes of appends in a
-// socket buffer. A lane goroutine takes everything queued (up to
-// MaxBatchBytes) and sends it as one one-way frame; the receiver decodes
-// and checks it at the gateway (types, addressing, contiguity, every
-// entry's checksum) and steps each message, in order, on the connection's
-// reader goroutine. Snapshots stream in chunks over a third connection,
-// ending with a trailer (size and CRC-32C); the receiving sink is
-// committed only if both match, and cancelled otherwise.
-//
 // # Goroutines
 //
 // Server: one accept loop per listener; per connection a reader (which
 // owns the connection's life) and a flusher; handler workers, reused
 // across calls and bounded by the calls in progress; an idle timer.
-// Client: per connection a reader and a flusher. PeerTransport: one
-// goroutine per peer and lane. Close joins them all.
+// Client: per connection a reader and a flusher. Close joins them all.
 //
-// This package may import consensus (for its message types), go-msgpack,
-// hclog and the standard library; it must never import server, fsm or
-// store.
+// # What rpc exports for rpc/peer
+//
+// The peer transport builds on the public API plus a few pieces exported
+// for it: the reserved method numbers (MethodRaftMessages,
+// MethodRaftSnapshot; FirstUserMethod is the first one free for others),
+// NewHandle and SafeEncode with Client.NotifyEncoded (a lane encodes its
+// batch once, with its own long-lived encoder, and sends the bytes), and
+// BodyChecker (a batch's message count is checked before it is decoded).
+//
+// This package imports only go-msgpack, hclog and the standard library; it
+// must never import consensus, server, fsm or store (client imports rpc,
+// and must not depend on the Raft core).
 package rpc

@@ -73,6 +73,19 @@ const (
 // between the users of this package; 0 is never a method.
 type Method uint16
 
+// Method numbers 1..63 are reserved for the Raft peer transport (package
+// rpc/peer), which serves these two; other users of a shared Server take
+// numbers from FirstUserMethod on. They are defined here, with the
+// protocol, so that every number in use is listed in one package.
+const (
+	// MethodRaftMessages carries a batch of Raft messages (one-way).
+	MethodRaftMessages Method = 1
+	// MethodRaftSnapshot streams a snapshot to a peer.
+	MethodRaftSnapshot Method = 2
+	// FirstUserMethod is the first method number free for other services.
+	FirstUserMethod Method = 64
+)
+
 // Header is a frame's fixed header, big-endian on the wire:
 //
 //	0..4   body length (not counting the header)

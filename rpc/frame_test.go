@@ -128,7 +128,7 @@ func TestDecodedBytesDoNotAliasTheReadBuffer(t *testing.T) {
 }
 
 func TestCodecErrorsNeverPanic(t *testing.T) {
-	d := newDecoder(newHandle())
+	d := newDecoder(NewHandle())
 	var r echoReq
 	for _, in := range [][]byte{{0xc1}, {0x81}, {0xdf, 0xff, 0xff, 0xff, 0xff}, {0x91, 0x91}, {0x80, 0x80}} {
 		if err := d.decode(in, &r); err == nil {

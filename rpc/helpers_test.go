@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
 const testCluster = "test-cluster"
@@ -117,9 +116,3 @@ type echoResp struct {
 }
 
 var errTestUser = errors.New("user error for tests")
-
-func listenOn(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
-
-func codecNewEncoder(buf *[]byte, h *codec.MsgpackHandle) *codec.Encoder {
-	return codec.NewEncoderBytes(buf, h)
-}

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"net"
@@ -48,7 +49,7 @@ func expectConnError(t testing.TB, fr *frameReader, want Code) {
 			continue
 		}
 		var we wireError
-		if err := newDecoder(newHandle()).decode(body, &we); err != nil {
+		if err := newDecoder(NewHandle()).decode(body, &we); err != nil {
 			t.Fatal(err)
 		}
 		if we.Code != want {
@@ -344,5 +345,51 @@ func TestClientThatNeverReadsIsCutOff(t *testing.T) {
 	c := newTestClient(t, addr, nil)
 	if err := c.Call(ctxTimeout(t, 5*time.Second), mEcho, &echoReq{}, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkedReq refuses, before decoding, any body longer than 16 bytes.
+type checkedReq struct{ Data []byte }
+
+func (*checkedReq) CheckBody(body []byte) error {
+	if len(body) > 16 {
+		return fmt.Errorf("body of %d bytes exceeds 16", len(body))
+	}
+	return nil
+}
+
+var _ BodyChecker = (*checkedReq)(nil)
+
+// A request type implementing BodyChecker is vetted before decoding: a
+// refused body never reaches the handler, and the peer is cut off with a
+// protocol error. (rpc/peer relies on it to count a batch's messages.)
+func TestBodyCheckerRefusesBeforeDecoding(t *testing.T) {
+	srv := newTestServer(t, nil)
+	var handled atomic.Int64
+	if err := Handle(srv, mEcho, "checked", func(ctx context.Context, req *checkedReq) (*struct{}, error) {
+		handled.Add(1)
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServer(t, srv)
+	c := newTestClient(t, addr, nil)
+	if err := c.Call(ctxTimeout(t, 5*time.Second), mEcho, &checkedReq{Data: []byte("ok")}, nil); err != nil {
+		t.Fatalf("a body the check accepts: %v", err)
+	}
+	if handled.Load() != 1 {
+		t.Fatalf("handled %d calls, want 1", handled.Load())
+	}
+
+	nc, fr := rawClient(t, addr, true)
+	es, err := newCodecs().encode(&checkedReq{Data: make([]byte, 100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := append([]byte{0}, es.buf...) // no deadline, then the request
+	nc.Write(appendFrame(nil, Header{Type: FrameRequest, Method: mEcho, ID: 1}, body))
+	expectConnError(t, fr, CodeProtocol)
+	if handled.Load() != 1 {
+		t.Fatalf("a refused body reached the handler (%d calls)", handled.Load())
 	}
 }

@@ -214,8 +214,8 @@ func Handle[Req, Resp any](s *Server, m Method, name string, h func(ctx context.
 			return resp, nil
 		},
 	}
-	if bc, ok := any(new(Req)).(bodyChecker); ok {
-		d.check = bc.checkBody
+	if bc, ok := any(new(Req)).(BodyChecker); ok {
+		d.check = bc.CheckBody
 	}
 	for _, o := range opts {
 		o(d)
@@ -223,10 +223,12 @@ func Handle[Req, Resp any](s *Server, m Method, name string, h func(ctx context.
 	return s.register(m, d)
 }
 
-// bodyChecker is implemented by request types of this package that vet
-// their encoded form before decoding (to bound what decoding allocates).
-type bodyChecker interface {
-	checkBody(body []byte) error
+// BodyChecker is implemented by request types that vet their encoded form
+// before it is decoded, to bound what decoding allocates. Handle calls
+// CheckBody (on a nil *Req) with the encoded request; an error is a
+// protocol violation that closes the connection.
+type BodyChecker interface {
+	CheckBody(body []byte) error
 }
 
 // HandleStream registers a stream method. The handler gets the decoded

@@ -1,5 +1,5 @@
 // Package server is a lockd node: it runs the Raft node (consensus) over
-// the peer transport (rpc) and durable stores, drives the state machine
+// the peer transport (rpc/peer) and durable stores, drives the state machine
 // (fsm), serves the client API, forwards what needs the leader, and
 // carries out the leader's session duties (session.Tracker).
 //

@@ -16,7 +16,7 @@ import (
 )
 
 // TestMeasureLearnerCatchUp100MB (LOCKD_MEASURE=1) fills a 3-node
-// in-process cluster (real snapshot files, rpc transport on loopback,
+// in-process cluster (real snapshot files, peer transport on loopback,
 // in-memory logs) with about 100 MB of keys, adds a fourth node and
 // reports how long it takes to catch up — by InstallSnapshot, as the
 // log was compacted — and the rate.

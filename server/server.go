@@ -17,6 +17,7 @@ import (
 	"github.com/lockd/lockd/consensus"
 	"github.com/lockd/lockd/fsm"
 	"github.com/lockd/lockd/rpc"
+	"github.com/lockd/lockd/rpc/peer"
 	"github.com/lockd/lockd/session"
 )
 
@@ -167,7 +168,7 @@ type Server struct {
 	node   *consensus.Node
 	errors *rpc.ErrorTable
 
-	transport *rpc.PeerTransport
+	transport *peer.PeerTransport
 	clientSrv *rpc.Server
 	peerSrv   *rpc.Server
 	peers     *peerClients
@@ -229,7 +230,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	sort.Slice(boot.Members, func(i, j int) bool { return boot.Members[i].ID < boot.Members[j].ID })
 	s.peerAddrs = peerAddrs
-	tcfg := rpc.PeerTransportConfig{
+	tcfg := peer.PeerTransportConfig{
 		ID: cfg.ID, ClusterID: cfg.ClusterID, Peers: peerAddrs, Addr: selfAddr, Logger: cfg.Logger.Named("transport"),
 	}
 	if cfg.SnapshotStore != nil {
@@ -238,7 +239,7 @@ func New(cfg Config) (*Server, error) {
 			return s.node.ReceiveSnapshot(ctx, from, meta)
 		}
 	}
-	s.transport, err = rpc.NewPeerTransport(tcfg)
+	s.transport, err = peer.NewPeerTransport(tcfg)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lockd/lockd/consensus"
 	"github.com/lockd/lockd/rpc"
+	"github.com/lockd/lockd/rpc/peer"
 	"github.com/lockd/lockd/store"
 )
 
@@ -31,7 +32,7 @@ func BenchmarkInstallSnapshotRPC(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	recv, err := rpc.NewPeerTransport(rpc.PeerTransportConfig{ID: 2, ClusterID: "bench",
+	recv, err := peer.NewPeerTransport(peer.PeerTransportConfig{ID: 2, ClusterID: "bench",
 		SnapshotSink: func(_ context.Context, _ consensus.NodeID, meta consensus.SnapshotMeta) (consensus.SnapshotSink, error) {
 			return snaps.Create(meta)
 		}})
@@ -48,7 +49,7 @@ func BenchmarkInstallSnapshotRPC(b *testing.B) {
 	}
 	go srv.Serve(l)
 	defer srv.Close()
-	send, err := rpc.NewPeerTransport(rpc.PeerTransportConfig{ID: 1, ClusterID: "bench",
+	send, err := peer.NewPeerTransport(peer.PeerTransportConfig{ID: 1, ClusterID: "bench",
 		Peers: map[consensus.NodeID]string{2: l.Addr().String()}})
 	if err != nil {
 		b.Fatal(err)

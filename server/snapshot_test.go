@@ -12,7 +12,7 @@ import (
 )
 
 // TestFollowerBehindCompactionCatchesUpBySnapshotOverRPC: with real
-// snapshot files and the rpc transport, a server that was down while the
+// snapshot files and the peer transport, a server that was down while the
 // others snapshotted and compacted past its log rejoins through
 // InstallSnapshot; its fsm then holds every key, and it restarts again
 // from its own snapshot.

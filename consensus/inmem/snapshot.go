@@ -128,7 +128,7 @@ type SnapshotReceiver interface {
 
 // SendSnapshot implements consensus.SnapshotSender: the snapshot is copied
 // into the receiver's sink if the link is up, with a CRC-32C compared at
-// the end (as the rpc transport does); any failure cancels the sink.
+// the end (as the peer transport does); any failure cancels the sink.
 func (e *endpoint) SendSnapshot(ctx context.Context, to consensus.NodeID, meta consensus.SnapshotMeta, r io.Reader) error {
 	nw := e.nw
 	nw.mu.Lock()

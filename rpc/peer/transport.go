@@ -1,4 +1,4 @@
-package rpc
+package peer
 
 import (
 	"context"
@@ -15,9 +15,14 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/lockd/lockd/consensus"
+	"github.com/lockd/lockd/rpc"
 )
 
-var _ consensus.Transport = (*PeerTransport)(nil)
+var (
+	_ consensus.Transport = (*PeerTransport)(nil)
+	// The batch size is checked before decoding only if this holds.
+	_ rpc.BodyChecker = (*wireBatch)(nil)
+)
 
 // Transport defaults.
 const (
@@ -60,7 +65,7 @@ type PeerTransportConfig struct {
 
 	// Client settings for the connections to peers (ClusterID, Name, TLS
 	// and PoolSize are set by the transport).
-	Client ClientConfig
+	Client rpc.ClientConfig
 	// Rand seeds every peer client's backoff jitter. Default: from the clock.
 	Rand *rand.Rand
 	// Logger receives drops and peer events. Default: discard.
@@ -169,14 +174,14 @@ type peer struct {
 	stop  chan struct{}
 
 	snapOnce   sync.Once
-	snapClient *Client
+	snapClient *rpc.Client
 	snapErr    error
 }
 
 type lane struct {
 	name   string
 	q      chan consensus.Message
-	client *Client
+	client *rpc.Client
 }
 
 // NewPeerTransport returns a transport; peers are dialled on first use.
@@ -278,7 +283,7 @@ func (t *PeerTransport) peerFor(id consensus.NodeID) *peer {
 		cc := t.cfg.Client
 		cc.Rand = rand.New(rand.NewSource(t.cfg.Rand.Int63()))
 		cc.Logger = t.cfg.Client.Logger.With("peer", uint64(id), "lane", laneNames[i])
-		client, err := NewClient(addr, cc)
+		client, err := rpc.NewClient(addr, cc)
 		if err != nil {
 			t.logger.Error("cannot make a client for peer", "peer", uint64(id), "addr", addr, "error", err)
 			return nil
@@ -302,7 +307,7 @@ func (p *peer) close() {
 	for _, l := range p.lanes {
 		l.client.Close()
 	}
-	p.snapOnce.Do(func() { p.snapErr = fmt.Errorf("peer transport to %s: %w", p.addr, ErrClosed) })
+	p.snapOnce.Do(func() { p.snapErr = fmt.Errorf("peer transport to %s: %w", p.addr, rpc.ErrClosed) })
 	if p.snapClient != nil {
 		p.snapClient.Close()
 	}
@@ -315,7 +320,7 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 	var blocks []byte
 	// The lane's own encoder: its buffer keeps the size of a large batch.
 	buf := make([]byte, 0, 64<<10)
-	enc := codec.NewEncoderBytes(&buf, newHandle())
+	enc := codec.NewEncoderBytes(&buf, rpc.NewHandle())
 	for {
 		select {
 		case m := <-l.q:
@@ -342,10 +347,10 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 		}
 		buf = buf[:0]
 		enc.ResetBytes(&buf)
-		err := safeEncode(enc, &wb)
+		err := rpc.SafeEncode(enc, &wb)
 		if err == nil {
 			ctx, cancel := context.WithTimeout(t.ctx, t.cfg.SendTimeout)
-			err = l.client.notifyEncoded(ctx, MethodRaftMessages, buf)
+			err = l.client.NotifyEncoded(ctx, rpc.MethodRaftMessages, buf)
 			cancel()
 		}
 		if cap(buf) > 4*t.cfg.MaxBatchBytes {
@@ -376,15 +381,15 @@ func msgSize(m *consensus.Message) int {
 
 // Register serves the transport's methods (incoming messages and
 // snapshots) on srv. Call it before srv.Serve.
-func (t *PeerTransport) Register(srv *Server) error {
-	if err := Handle(srv, MethodRaftMessages, "raft.messages", t.onBatch, Inline()); err != nil {
+func (t *PeerTransport) Register(srv *rpc.Server) error {
+	if err := rpc.Handle(srv, rpc.MethodRaftMessages, "raft.messages", t.onBatch, rpc.Inline()); err != nil {
 		return err
 	}
-	return HandleStream(srv, MethodRaftSnapshot, "raft.snapshot", t.onSnapshot)
+	return rpc.HandleStream(srv, rpc.MethodRaftSnapshot, "raft.snapshot", t.onSnapshot)
 }
 
 // onBatch hands incoming messages to the handler in order. It runs on the
-// connection's reader goroutine (Inline): the handler must not block.
+// connection's reader goroutine (rpc.Inline): the handler must not block.
 func (t *PeerTransport) onBatch(ctx context.Context, b *wireBatch) (*struct{}, error) {
 	hp := t.handler.Load()
 	accepted := false
@@ -447,7 +452,7 @@ func (t *PeerTransport) learnAddr(from consensus.NodeID, addr string) {
 // sent on it. A leader whose process dies closes its connections at once;
 // this lets its followers campaign within a few ticks instead of waiting
 // out the election timeout (consensus: Raft.peerUnreachable says why that
-// is safe). Inline handlers get the connection's context, which ends
+// is safe). rpc.Inline handlers get the connection's context, which ends
 // exactly when the connection does.
 func (t *PeerTransport) watchConn(ctx context.Context, from consensus.NodeID) {
 	if _, loaded := t.watched.LoadOrStore(ctx, struct{}{}); loaded {
@@ -461,6 +466,27 @@ func (t *PeerTransport) watchConn(ctx context.Context, from consensus.NodeID) {
 		}
 		_ = (*hp)(t.ctx, consensus.Message{Type: consensus.MsgUnreachable, From: from, To: t.cfg.ID})
 	})
+}
+
+// rateLog lets one log line through per second and counts the rest.
+type rateLog struct {
+	mu    sync.Mutex // protects last and count
+	last  time.Time
+	count uint64
+}
+
+// tick counts an event; ok says whether to log now, n how many events
+// the line stands for.
+func (r *rateLog) tick() (n uint64, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.count++
+	if now := time.Now(); now.Sub(r.last) >= time.Second {
+		r.last = now
+		n, r.count = r.count, 0
+		return n, true
+	}
+	return 0, false
 }
 
 // Close stops every sender and connection and waits for them. Incoming

@@ -1,4 +1,4 @@
-package rpc
+package peer
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"math/rand"
 
 	"github.com/lockd/lockd/consensus"
+	"github.com/lockd/lockd/rpc"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -26,7 +27,7 @@ func (t *PeerTransport) SendSnapshot(ctx context.Context, to consensus.NodeID, m
 	for _, v := range meta.Voters {
 		hdr.Voters = append(hdr.Voters, uint64(v))
 	}
-	st, err := client.Stream(ctx, MethodRaftSnapshot, hdr)
+	st, err := client.Stream(ctx, rpc.MethodRaftSnapshot, hdr)
 	if err != nil {
 		return fmt.Errorf("snapshot %d (term %d) to node %d: %w", meta.Index, meta.Term, to, err)
 	}
@@ -61,7 +62,7 @@ func (t *PeerTransport) SendSnapshot(ctx context.Context, to consensus.NodeID, m
 	}
 	if err := st.Recv(&struct{}{}); !errors.Is(err, io.EOF) {
 		if err == nil {
-			err = fmt.Errorf("%w: receiver sent data on a snapshot stream", ErrProtocol)
+			err = fmt.Errorf("%w: receiver sent data on a snapshot stream", rpc.ErrProtocol)
 		}
 		return fail(err)
 	}
@@ -71,8 +72,8 @@ func (t *PeerTransport) SendSnapshot(ctx context.Context, to consensus.NodeID, m
 
 // streamErr prefers the receiver's reason when a send failed because the
 // stream ended.
-func (t *PeerTransport) streamErr(st *ClientStream, err error) error {
-	if errors.Is(err, ErrStreamClosed) {
+func (t *PeerTransport) streamErr(st *rpc.ClientStream, err error) error {
+	if errors.Is(err, rpc.ErrStreamClosed) {
 		if rerr := st.Recv(&struct{}{}); rerr != nil && !errors.Is(rerr, io.EOF) {
 			return rerr
 		}
@@ -81,10 +82,10 @@ func (t *PeerTransport) streamErr(st *ClientStream, err error) error {
 }
 
 // snapshotClient returns the connection used for snapshots to id.
-func (t *PeerTransport) snapshotClient(id consensus.NodeID) (*Client, error) {
+func (t *PeerTransport) snapshotClient(id consensus.NodeID) (*rpc.Client, error) {
 	p := t.peerFor(id)
 	if p == nil {
-		return nil, fmt.Errorf("snapshot to node %d: %w: no address for it", id, ErrUnavailable)
+		return nil, fmt.Errorf("snapshot to node %d: %w: no address for it", id, rpc.ErrUnavailable)
 	}
 	p.snapOnce.Do(func() {
 		t.mu.Lock()
@@ -93,7 +94,7 @@ func (t *PeerTransport) snapshotClient(id consensus.NodeID) (*Client, error) {
 		cc := t.cfg.Client
 		cc.Rand = rand.New(rand.NewSource(seed))
 		cc.Logger = t.cfg.Client.Logger.With("peer", uint64(id), "lane", "snapshot")
-		p.snapClient, p.snapErr = NewClient(p.addr, cc)
+		p.snapClient, p.snapErr = rpc.NewClient(p.addr, cc)
 	})
 	return p.snapClient, p.snapErr
 }
@@ -101,17 +102,17 @@ func (t *PeerTransport) snapshotClient(id consensus.NodeID) (*Client, error) {
 // onSnapshot receives a snapshot stream into a sink from the factory. The
 // sink is committed (Close) only when every byte arrived with the size
 // and checksum the sender announced; otherwise it is cancelled.
-func (t *PeerTransport) onSnapshot(ctx context.Context, hdr *snapshotHeader, st *ServerStream) (err error) {
+func (t *PeerTransport) onSnapshot(ctx context.Context, hdr *snapshotHeader, st *rpc.ServerStream) (err error) {
 	meta := consensus.SnapshotMeta{Index: consensus.Index(hdr.Index), Term: consensus.Term(hdr.Term), Size: hdr.Size}
 	for _, v := range hdr.Voters {
 		meta.Voters = append(meta.Voters, consensus.NodeID(v))
 	}
 	from := consensus.NodeID(hdr.From)
 	if consensus.NodeID(hdr.To) != t.cfg.ID {
-		return fmt.Errorf("%w: snapshot for node %d arrived at node %d", ErrBadRequest, hdr.To, t.cfg.ID)
+		return fmt.Errorf("%w: snapshot for node %d arrived at node %d", rpc.ErrBadRequest, hdr.To, t.cfg.ID)
 	}
 	if t.cfg.SnapshotSink == nil {
-		return fmt.Errorf("%w: node %d does not accept snapshots", ErrBadRequest, t.cfg.ID)
+		return fmt.Errorf("%w: node %d does not accept snapshots", rpc.ErrBadRequest, t.cfg.ID)
 	}
 	sink, err := t.cfg.SnapshotSink(ctx, from, meta)
 	if err != nil {
@@ -130,19 +131,19 @@ func (t *PeerTransport) onSnapshot(ctx context.Context, hdr *snapshotHeader, st 
 		var ch snapshotChunk
 		if err := st.Recv(&ch); err != nil {
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("%w: snapshot stream ended without its trailer after %d bytes", ErrBadRequest, size)
+				return fmt.Errorf("%w: snapshot stream ended without its trailer after %d bytes", rpc.ErrBadRequest, size)
 			}
 			return err
 		}
 		if ch.Done {
 			switch {
 			case ch.Size != size || ch.CRC != crc:
-				return fmt.Errorf("%w: snapshot trailer says %d bytes, crc %08x; received %d bytes, crc %08x", ErrBadRequest, ch.Size, ch.CRC, size, crc)
+				return fmt.Errorf("%w: snapshot trailer says %d bytes, crc %08x; received %d bytes, crc %08x", rpc.ErrBadRequest, ch.Size, ch.CRC, size, crc)
 			case meta.Size > 0 && size != meta.Size:
-				return fmt.Errorf("%w: snapshot of %d bytes announced, %d received", ErrBadRequest, meta.Size, size)
+				return fmt.Errorf("%w: snapshot of %d bytes announced, %d received", rpc.ErrBadRequest, meta.Size, size)
 			}
 			if err := st.Recv(&ch); !errors.Is(err, io.EOF) {
-				return fmt.Errorf("%w: data after the snapshot trailer", ErrBadRequest)
+				return fmt.Errorf("%w: data after the snapshot trailer", rpc.ErrBadRequest)
 			}
 			if err := sink.Close(); err != nil {
 				return fmt.Errorf("committing snapshot %d: %w", meta.Index, err)
@@ -152,7 +153,7 @@ func (t *PeerTransport) onSnapshot(ctx context.Context, hdr *snapshotHeader, st 
 			return nil
 		}
 		if meta.Size > 0 && size+int64(len(ch.Data)) > meta.Size {
-			return fmt.Errorf("%w: snapshot larger than the %d bytes announced", ErrBadRequest, meta.Size)
+			return fmt.Errorf("%w: snapshot larger than the %d bytes announced", rpc.ErrBadRequest, meta.Size)
 		}
 		if _, err := sink.Write(ch.Data); err != nil {
 			return fmt.Errorf("writing snapshot %d: %w", meta.Index, err)

@@ -1,4 +1,4 @@
-package rpc
+package peer
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lockd/lockd/consensus"
+	"github.com/lockd/lockd/rpc"
 )
 
 // inbox records messages a transport delivered.
@@ -44,7 +45,7 @@ func (b *inbox) got() []consensus.Message {
 type testNode struct {
 	id    consensus.NodeID
 	tr    *PeerTransport
-	srv   *Server
+	srv   *rpc.Server
 	addr  string
 	inbox *inbox
 	sinks *memSinks
@@ -85,7 +86,7 @@ func newTestNodes(t testing.TB, n int, mod func(*PeerTransportConfig)) []*testNo
 		}
 		tr.SetHandler(nd.inbox.step)
 		nd.tr = tr
-		nd.srv = newTestServer(t, nil)
+		nd.srv = newTestServer(t)
 		if err := tr.Register(nd.srv); err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +236,7 @@ func TestTransportRejectsBadMessages(t *testing.T) {
 	} {
 		wb.Msgs, ents = appendWire(wb.Msgs, ents, &m)
 	}
-	if err := c.Call(ctx, MethodRaftMessages, &wb, nil); err != nil {
+	if err := c.Call(ctx, rpc.MethodRaftMessages, &wb, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := b.inbox.got()
@@ -270,6 +271,7 @@ func TestTransportPeerAddressChanges(t *testing.T) {
 type memSinks struct {
 	mu        sync.Mutex
 	committed map[consensus.Index][]byte
+	opens     int
 	cancelled int
 	failWrite bool
 }
@@ -281,7 +283,16 @@ type memSink struct {
 }
 
 func (m *memSinks) open(_ context.Context, from consensus.NodeID, meta consensus.SnapshotMeta) (consensus.SnapshotSink, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.opens++
 	return &memSink{s: m, meta: meta}, nil
+}
+
+func (m *memSinks) opened() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.opens
 }
 
 func (s *memSink) Write(p []byte) (int, error) {
@@ -360,7 +371,7 @@ func TestSnapshotFailuresCancelTheSink(t *testing.T) {
 	waitFor(t, 5*time.Second, "sink cancelled", func() bool { _, _, c := b.sinks.get(5); return c == 1 })
 	// Size mismatch with the announced size.
 	err = a.tr.SendSnapshot(ctx, 2, consensus.SnapshotMeta{Index: 6, Term: 1, Size: 10}, bytes.NewReader(make([]byte, 20)))
-	if !errors.Is(err, ErrBadRequest) {
+	if !errors.Is(err, rpc.ErrBadRequest) {
 		t.Fatalf("oversized snapshot: %v", err)
 	}
 	// The receiver's sink fails.
@@ -377,7 +388,7 @@ func TestSnapshotFailuresCancelTheSink(t *testing.T) {
 	// A node that refuses snapshots says so.
 	nodes2 := newTestNodes(t, 2, func(c *PeerTransportConfig) { c.SnapshotSink = nil })
 	err = nodes2[0].tr.SendSnapshot(ctx, 2, consensus.SnapshotMeta{Index: 1}, bytes.NewReader(nil))
-	if !errors.Is(err, ErrBadRequest) {
+	if !errors.Is(err, rpc.ErrBadRequest) {
 		t.Fatalf("refused snapshot: %v", err)
 	}
 }
@@ -388,28 +399,47 @@ var _ io.Reader = (*failingReader)(nil)
 // receiver counts the messages before decoding and cuts such a peer off.
 func TestRaftBatchOfNilsIsRefusedBeforeDecoding(t *testing.T) {
 	nodes := newTestNodes(t, 1, nil)
-	nc, fr := rawClient(t, nodes[0].addr, true)
-	body := []byte{0, 0x92, 0x01, 0xdd, 0x00, 0x01, 0x00, 0x00} // [1, array of 65536 ...]
+	c := newTestClient(t, nodes[0].addr, func(c *rpc.ClientConfig) { c.PoolSize = 1 })
+	ctx := ctxTimeout(t, 10*time.Second)
+	// A snapshot stream held open on the connection sees how it ends.
+	st, err := c.Stream(ctx, rpc.MethodRaftSnapshot, &snapshotHeader{From: 2, To: 1, Index: 1, Term: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	waitFor(t, 5*time.Second, "the snapshot stream to open", func() bool { return nodes[0].sinks.opened() == 1 })
+	body := []byte{0x92, 0x01, 0xdd, 0x00, 0x01, 0x00, 0x00} // [1, array of 65536 ...]
 	body = append(body, bytes.Repeat([]byte{0xc0}, 1<<16)...)
-	nc.Write(appendFrame(nil, Header{Type: FrameRequest, Flags: FlagOneway, Method: MethodRaftMessages, ID: 1}, body))
-	expectConnError(t, fr, CodeProtocol)
+	if err := c.NotifyEncoded(ctx, rpc.MethodRaftMessages, body); err != nil {
+		t.Fatal(err)
+	}
+	// The server answers with a connection-level protocol error and closes
+	// the connection, which ends the stream.
+	err = st.Recv(&struct{}{})
+	var re *rpc.RemoteError
+	if !errors.As(err, &re) || re.Code != rpc.CodeProtocol || re.Method != 0 {
+		t.Fatalf("want a connection-level error with code %d, got %v", rpc.CodeProtocol, err)
+	}
+	waitFor(t, 5*time.Second, "the sink cancelled", func() bool { _, _, c := nodes[0].sinks.get(1); return c == 1 })
+	if st := nodes[0].tr.Stats(); st.Received != 0 || st.Rejected != 0 {
+		t.Fatalf("the refused batch reached the transport: %+v", st)
+	}
 
 	// Batches up to the limit pass the check, in every integer encoding
 	// of the sender id.
-	cds := newCodecs()
 	for _, from := range []uint64{1, 200, 70000, 1 << 40} {
 		wb := wireBatch{From: from, Msgs: make([]wireMessage, maxWireMessages)}
-		es, err := cds.encode(&wb)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := (*wireBatch)(nil).checkBody(es.buf); err != nil {
+		if err := (*wireBatch)(nil).CheckBody(encode(t, &wb)); err != nil {
 			t.Fatalf("from %d: %v", from, err)
 		}
 	}
-	es, _ := cds.encode(&wireBatch{From: 1})
-	if err := (*wireBatch)(nil).checkBody(es.buf); err != nil {
+	if err := (*wireBatch)(nil).CheckBody(encode(t, &wireBatch{From: 1})); err != nil {
 		t.Fatalf("empty batch: %v", err)
+	}
+	// One more than the limit does not.
+	wb := wireBatch{From: 1, Msgs: make([]wireMessage, maxWireMessages+1)}
+	if err := (*wireBatch)(nil).CheckBody(encode(t, &wb)); err == nil {
+		t.Fatal("a batch over the limit passed the check")
 	}
 }
 

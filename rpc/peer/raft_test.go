@@ -1,4 +1,4 @@
-package rpc
+package peer
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/lockd/lockd/consensus"
 	"github.com/lockd/lockd/consensus/inmem"
+	"github.com/lockd/lockd/rpc"
 )
 
 // recSM records the commands it applies, in order.
@@ -41,7 +42,7 @@ type rpcNode struct {
 	addr  string
 	store *inmem.Store
 	sm    *recSM
-	srv   *Server
+	srv   *rpc.Server
 	tr    *PeerTransport
 	node  *consensus.Node
 	serve chan error
@@ -93,7 +94,7 @@ func (c *rpcCluster) start(id consensus.NodeID) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newTestServer(t, nil)
+	srv := newTestServer(t)
 	if err := tr.Register(srv); err != nil {
 		t.Fatal(err)
 	}

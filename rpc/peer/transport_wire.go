@@ -1,19 +1,10 @@
-package rpc
+package peer
 
 import (
 	"encoding/binary"
 	"fmt"
 
 	"github.com/lockd/lockd/consensus"
-)
-
-// Methods of the peer transport. Method numbers 1..63 are reserved for
-// it; other users of a shared Server take numbers from 64 on.
-const (
-	MethodRaftMessages Method = 1
-	MethodRaftSnapshot Method = 2
-	// FirstUserMethod is the first method number free for other services.
-	FirstUserMethod Method = 64
 )
 
 // The Raft wire types are encoded as msgpack arrays (toarray): positional,
@@ -25,7 +16,7 @@ const (
 // and its reflection costs about a microsecond per entry each way, which
 // made the codec the bottleneck of replication (~150 MB/s for 100-byte
 // entries on one core). The block is the bytes of the entries laid end to
-// end; its parser is covered by FuzzFrameDecoder.
+// end; its parser is covered by FuzzWireBodies.
 
 type wireMessage struct {
 	_struct       bool `codec:",toarray"`
@@ -63,10 +54,10 @@ type wireBatch struct {
 // would otherwise cost a hundred times its size in memory.
 const maxWireMessages = 4 * maxBatchMessages
 
-// checkBody reads the message count in an encoded wireBatch (an array
-// whose second element is the array of messages) and refuses more than
-// maxWireMessages.
-func (*wireBatch) checkBody(body []byte) error {
+// CheckBody implements rpc.BodyChecker: it reads the message count in an
+// encoded wireBatch (an array whose second element is the array of
+// messages) and refuses more than maxWireMessages.
+func (*wireBatch) CheckBody(body []byte) error {
 	n, rest, err := msgpackArrayLen(body)
 	if err != nil || n < 2 {
 		return fmt.Errorf("raft batch is not an array of at least 2 elements")
@@ -235,7 +226,7 @@ func (w *wireMessage) toMessage() (consensus.Message, error) {
 	return m, nil
 }
 
-// snapshotHeader is the request of MethodRaftSnapshot.
+// snapshotHeader is the request of rpc.MethodRaftSnapshot.
 type snapshotHeader struct {
 	_struct bool `codec:",toarray"`
 	From    uint64
