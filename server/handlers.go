@@ -146,6 +146,18 @@ func (s *Server) keepalive(ctx context.Context, id session.ID, mayForward bool) 
 			s.leaseMu.Unlock()
 			switch {
 			case err == nil:
+				// Answer only once a majority still follows this node: a
+				// leader cut off from the others keeps its role until
+				// CheckQuorum, and a keepalive it acknowledged meanwhile
+				// would be unknown to the new leader, which could expire
+				// the session before the client (told it is fine) sends
+				// the next one. Found by the majority/minority nemesis.
+				if _, rerr := s.node.ReadIndex(ctx); rerr != nil {
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					continue
+				}
 				return &api.SessionKeepaliveResponse{TTL: int64(ttl)}, nil
 			case errors.Is(err, session.ErrUnknownSession), errors.Is(err, session.ErrExpired):
 				return nil, api.Errorf(api.CodeSessionNotFound, "session %s is not alive (%v); create a new session", id, err)

@@ -1,10 +1,13 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/lockd/lockd/api"
+	"github.com/lockd/lockd/rpc"
 	"github.com/lockd/lockd/session"
 )
 
@@ -57,5 +60,29 @@ func TestBlockedAcquiresLearnTheirFateFromAnInstalledSnapshot(t *testing.T) {
 	}
 	if len(tbl.byID) != 1 || len(tbl.byID[11]) != 1 {
 		t.Fatalf("table after reconcile: %v", tbl.byID)
+	}
+}
+
+// TestKeepaliveOnALeaderCutOffIsNotAcknowledged: a leader that lost its
+// majority keeps its role until CheckQuorum; a keepalive it acknowledged
+// meanwhile is unknown to the next leader, which could expire the session
+// before the client (told all is well) sends its next one. The nemesis
+// found a kept session expired this way. The keepalive is answered only
+// after a majority confirms the leader.
+func TestKeepaliveOnALeaderCutOffIsNotAcknowledged(t *testing.T) {
+	c := newTestCluster(t, 3)
+	lead := c.leader()
+	a := c.newSession(lead, 3*time.Second, 0)
+	for id := range c.servers {
+		if id != lead {
+			c.stop(id)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var resp api.SessionKeepaliveResponse
+	err := c.clients[lead].Call(ctx, rpc.Method(api.MethodSessionKeepalive), &api.SessionKeepaliveRequest{ID: a}, &resp)
+	if err == nil {
+		t.Fatal("a leader without a majority acknowledged a keepalive")
 	}
 }
