@@ -83,16 +83,32 @@ func lockdBinary(t testing.TB) string {
 	return build.bin
 }
 
+// handedOut holds the addresses freeAddr gave out: they are closed until
+// lockd binds them, so the kernel may offer the same port to a proxy of
+// this test binary (NewProxy skips them; CI once saw n2's own peer
+// address given to its proxy towards n5).
+var handedOut sync.Map
+
 // freeAddr returns a 127.0.0.1 address free right now. Another process
 // could take it before lockd binds it; start reports that plainly.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var held []net.Listener // ports handed out before: never twice
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, l)
+		if _, again := handedOut.LoadOrStore(l.Addr().String(), true); !again {
+			return l.Addr().String()
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // Timing is a cluster's Raft timing; the zero value is lockd's defaults

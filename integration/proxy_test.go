@@ -60,9 +60,23 @@ func (pc *proxyConn) close() {
 
 // NewProxy listens on 127.0.0.1 (a free port) and forwards to target.
 func NewProxy(name, target string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("proxy %s: listening on 127.0.0.1: %w", name, err)
+	var ln net.Listener
+	var skipped []net.Listener // held until a port not handed out by freeAddr comes up
+	defer func() {
+		for _, l := range skipped {
+			l.Close()
+		}
+	}()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("proxy %s: listening on 127.0.0.1: %w", name, err)
+		}
+		if _, taken := handedOut.Load(l.Addr().String()); !taken {
+			ln = l
+			break
+		}
+		skipped = append(skipped, l)
 	}
 	p := &Proxy{name: name, ln: ln, conns: map[*proxyConn]struct{}{}}
 	p.target.Store(target)
