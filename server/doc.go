@@ -15,7 +15,10 @@
 //     answered at once with the applied index and the leader-contact age.
 //  3. Only the leader holds keepalive deadlines. It takes the sessions
 //     over once its first ReadIndex shows it has applied every earlier
-//     entry, and confirms leadership again before proposing an expiry.
+//     entry, confirms leadership again before proposing an expiry, and
+//     answers a keepalive only after confirming leadership (ReadIndex), so
+//     a leader cut off from the majority never acknowledges one that the
+//     next leader would not know of.
 //  4. A blocking acquire waits on the serving node's own applier, so it
 //     survives leader changes; when it gives up, the wait is withdrawn
 //     through the log, which also releases a grant that raced it.
