@@ -152,7 +152,7 @@ func (s *Server) keepalive(ctx context.Context, id session.ID, mayForward bool) 
 				// would be unknown to the new leader, which could expire
 				// the session before the client (told it is fine) sends
 				// the next one. Found by the majority/minority nemesis.
-				if _, rerr := s.node.ReadIndex(ctx); rerr != nil {
+				if rerr := s.confirmer.wait(ctx); rerr != nil {
 					if ctx.Err() != nil {
 						return nil, ctx.Err()
 					}

@@ -175,9 +175,11 @@ type Server struct {
 
 	// leaseMu guards the tracker: the leader loop, keepalive handlers and
 	// the applier all use it. Held only for in-memory work.
-	leaseMu  sync.Mutex
-	tracker  *session.Tracker
-	promoted consensus.Term // term whose leases the tracker holds (0: none)
+	leaseMu sync.Mutex
+	// confirmer shares leadership confirmations among keepalives.
+	confirmer *leaderConfirmer
+	tracker   *session.Tracker
+	promoted  consensus.Term // term whose leases the tracker holds (0: none)
 
 	waits   *waitTable
 	changes *broadcaster // closed on every applied KV change
@@ -217,6 +219,10 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, logger: cfg.Logger.Named("server"), fsm: f, codec: f.Codec(), errors: table,
 		tracker: tracker, waits: newWaitTable(), changes: newBroadcaster(), stop: make(chan struct{}),
 	}
+	s.confirmer = &leaderConfirmer{timeout: cfg.LeaderWait, confirm: func(ctx context.Context) error {
+		_, err := s.node.ReadIndex(ctx)
+		return err
+	}}
 	peerAddrs := map[consensus.NodeID]string{}
 	boot := consensus.Configuration{}
 	selfAddr := ""
