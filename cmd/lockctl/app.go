@@ -254,6 +254,23 @@ func (a *app) connect(c *cli.Context) (*conn, error) {
 
 func (cn *conn) Close() { _ = cn.c.Close() }
 
+// withCall is the shape of a one-call command: check the positional
+// arguments (see args), connect, and run f with the call's context.
+func (a *app) withCall(c *cli.Context, cmd string, min, max int, names string, f func(ctx context.Context, cn *conn, as []string) error) error {
+	as, err := args(c, cmd, min, max, names)
+	if err != nil {
+		return err
+	}
+	cn, err := a.connect(c)
+	if err != nil {
+		return err
+	}
+	defer cn.Close()
+	ctx, cancel := cn.call()
+	defer cancel()
+	return f(ctx, cn, as)
+}
+
 // call returns a context for one call: it ends after --timeout (cause
 // errUnavailable: no node answered in time) or at a signal.
 func (cn *conn) call() (context.Context, context.CancelFunc) {

@@ -135,42 +135,33 @@ func getCommand(a *app) *cli.Command {
 			&cli.BoolFlag{Name: "raw", Usage: "print the value without a trailing newline"},
 		},
 		Action: func(c *cli.Context) error {
-			as, err := args(c, "get", 1, 1, "KEY")
-			if err != nil {
-				return err
-			}
-			cn, err := a.connect(c)
-			if err != nil {
-				return err
-			}
-			defer cn.Close()
-			ctx, cancel := cn.call()
-			defer cancel()
-			var opts []client.OpOption
-			if c.Bool("stale") {
-				opts = append(opts, client.WithStale())
-			}
-			resp, err := cn.c.KV().Get(ctx, as[0], opts...)
-			if err != nil {
-				return fmt.Errorf("get %q: %w", as[0], err)
-			}
-			if resp.KV == nil {
-				return falsef("key %q not found (at revision %d)", as[0], resp.Read.Revision)
-			}
-			out := GetOutput{KVOutput: kvOutput(*resp.KV), Read: readOutput(resp.Read)}
-			return cn.out(out, func(w io.Writer) {
-				switch {
-				case c.Bool("meta"):
-					fmt.Fprintf(w, "key=%s\ncreate_revision=%d\nmod_revision=%d\nversion=%d\n", out.Key, out.CreateRevision, out.ModRevision, out.Version)
-					if out.Session != "" {
-						fmt.Fprintf(w, "session=%s\n", out.Session)
-					}
-					fmt.Fprintf(w, "value=%s\n", valueLine(resp.KV.Value))
-				case c.Bool("raw"):
-					_, _ = w.Write(resp.KV.Value)
-				default:
-					_, _ = w.Write(append(resp.KV.Value, '\n'))
+			return a.withCall(c, "get", 1, 1, "KEY", func(ctx context.Context, cn *conn, as []string) error {
+				var opts []client.OpOption
+				if c.Bool("stale") {
+					opts = append(opts, client.WithStale())
 				}
+				resp, err := cn.c.KV().Get(ctx, as[0], opts...)
+				if err != nil {
+					return fmt.Errorf("get %q: %w", as[0], err)
+				}
+				if resp.KV == nil {
+					return falsef("key %q not found (at revision %d)", as[0], resp.Read.Revision)
+				}
+				out := GetOutput{KVOutput: kvOutput(*resp.KV), Read: readOutput(resp.Read)}
+				return cn.out(out, func(w io.Writer) {
+					switch {
+					case c.Bool("meta"):
+						fmt.Fprintf(w, "key=%s\ncreate_revision=%d\nmod_revision=%d\nversion=%d\n", out.Key, out.CreateRevision, out.ModRevision, out.Version)
+						if out.Session != "" {
+							fmt.Fprintf(w, "session=%s\n", out.Session)
+						}
+						fmt.Fprintf(w, "value=%s\n", valueLine(resp.KV.Value))
+					case c.Bool("raw"):
+						_, _ = w.Write(resp.KV.Value)
+					default:
+						_, _ = w.Write(append(resp.KV.Value, '\n'))
+					}
+				})
 			})
 		},
 	}
@@ -186,27 +177,18 @@ func delCommand(a *app) *cli.Command {
 			&cli.BoolFlag{Name: "prefix", Usage: "delete every key starting with KEY"},
 		},
 		Action: func(c *cli.Context) error {
-			as, err := args(c, "del", 1, 1, "KEY")
-			if err != nil {
-				return err
-			}
-			cn, err := a.connect(c)
-			if err != nil {
-				return err
-			}
-			defer cn.Close()
-			ctx, cancel := cn.call()
-			defer cancel()
-			var opts []client.OpOption
-			if c.Bool("prefix") {
-				opts = append(opts, client.WithPrefix())
-			}
-			resp, err := cn.c.KV().Delete(ctx, as[0], opts...)
-			if err != nil {
-				return fmt.Errorf("del %q: %w", as[0], err)
-			}
-			out := DeleteOutput{Key: as[0], Prefix: c.Bool("prefix"), Deleted: resp.Deleted, Revision: resp.Revision}
-			return cn.out(out, func(w io.Writer) { fmt.Fprintf(w, "deleted %d\n", out.Deleted) })
+			return a.withCall(c, "del", 1, 1, "KEY", func(ctx context.Context, cn *conn, as []string) error {
+				var opts []client.OpOption
+				if c.Bool("prefix") {
+					opts = append(opts, client.WithPrefix())
+				}
+				resp, err := cn.c.KV().Delete(ctx, as[0], opts...)
+				if err != nil {
+					return fmt.Errorf("del %q: %w", as[0], err)
+				}
+				out := DeleteOutput{Key: as[0], Prefix: c.Bool("prefix"), Deleted: resp.Deleted, Revision: resp.Revision}
+				return cn.out(out, func(w io.Writer) { fmt.Fprintf(w, "deleted %d\n", out.Deleted) })
+			})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -79,23 +80,14 @@ func memberChangeCommands(a *app) []*cli.Command {
 				"until `lockctl member promote NAME`.",
 			Flags: []cli.Flag{&cli.BoolFlag{Name: "learner", Usage: "stay a learner until promoted by hand"}},
 			Action: func(c *cli.Context) error {
-				as, err := args(c, "member add", 2, 2, "NAME PEER_ADDR")
-				if err != nil {
-					return err
-				}
-				cn, err := a.connect(c)
-				if err != nil {
-					return err
-				}
-				defer cn.Close()
-				ctx, cancel := cn.call()
-				defer cancel()
-				resp, err := cn.c.MemberAdd(ctx, as[0], as[1], c.Bool("learner"))
-				if err != nil {
-					return err
-				}
-				out := memberChangeOutput(resp)
-				return cn.out(out, memberChangeText("added", out))
+				return a.withCall(c, "member add", 2, 2, "NAME PEER_ADDR", func(ctx context.Context, cn *conn, as []string) error {
+					resp, err := cn.c.MemberAdd(ctx, as[0], as[1], c.Bool("learner"))
+					if err != nil {
+						return err
+					}
+					out := memberChangeOutput(resp)
+					return cn.out(out, memberChangeText("added", out))
+				})
 			},
 		},
 		{
@@ -103,23 +95,14 @@ func memberChangeCommands(a *app) []*cli.Command {
 			Usage:     "make a learner a voter",
 			ArgsUsage: "NAME",
 			Action: func(c *cli.Context) error {
-				as, err := args(c, "member promote", 1, 1, "NAME")
-				if err != nil {
-					return err
-				}
-				cn, err := a.connect(c)
-				if err != nil {
-					return err
-				}
-				defer cn.Close()
-				ctx, cancel := cn.call()
-				defer cancel()
-				resp, err := cn.c.MemberPromote(ctx, as[0])
-				if err != nil {
-					return err
-				}
-				out := memberChangeOutput(resp)
-				return cn.out(out, memberChangeText("promoted", out))
+				return a.withCall(c, "member promote", 1, 1, "NAME", func(ctx context.Context, cn *conn, as []string) error {
+					resp, err := cn.c.MemberPromote(ctx, as[0])
+					if err != nil {
+						return err
+					}
+					out := memberChangeOutput(resp)
+					return cn.out(out, memberChangeText("promoted", out))
+				})
 			},
 		},
 		{
@@ -128,23 +111,14 @@ func memberChangeCommands(a *app) []*cli.Command {
 			ArgsUsage:   "NAME",
 			Description: "Stop the removed node's lockd once this returns; its data dir is of no further use.",
 			Action: func(c *cli.Context) error {
-				as, err := args(c, "member remove", 1, 1, "NAME")
-				if err != nil {
-					return err
-				}
-				cn, err := a.connect(c)
-				if err != nil {
-					return err
-				}
-				defer cn.Close()
-				ctx, cancel := cn.call()
-				defer cancel()
-				resp, err := cn.c.MemberRemove(ctx, as[0])
-				if err != nil {
-					return err
-				}
-				out := memberChangeOutput(resp)
-				return cn.out(out, memberChangeText("removed", out))
+				return a.withCall(c, "member remove", 1, 1, "NAME", func(ctx context.Context, cn *conn, as []string) error {
+					resp, err := cn.c.MemberRemove(ctx, as[0])
+					if err != nil {
+						return err
+					}
+					out := memberChangeOutput(resp)
+					return cn.out(out, memberChangeText("removed", out))
+				})
 			},
 		},
 	}
