@@ -14,6 +14,23 @@ type Limits struct {
 	MaxListLimit         int // entries returned by one list
 }
 
+// MaxKeepaliveBatch bounds the session ids of one batch keepalive
+// (SessionKeepaliveBatchRequest). It is a protocol constant, not a
+// cluster setting, so a client can split its batches without asking:
+// it equals the default MaxSessionsPerClient, so a client within the
+// default limit renews all of its sessions with one call. A larger batch
+// is refused with CodeInvalid.
+const MaxKeepaliveBatch = 1024
+
+// CheckKeepaliveBatch refuses a batch keepalive of more than
+// MaxKeepaliveBatch ids.
+func CheckKeepaliveBatch(n int) error {
+	if n > MaxKeepaliveBatch {
+		return Errorf(CodeInvalid, "batch keepalive of %d sessions exceeds the limit of %d per call; split it into several calls", n, MaxKeepaliveBatch)
+	}
+	return nil
+}
+
 // DefaultLimits are the limits of a cluster that sets none.
 func DefaultLimits() Limits {
 	return Limits{

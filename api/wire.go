@@ -26,6 +26,10 @@ const (
 	MethodMemberPromote
 	MethodMemberRemove
 	MethodLeaderTransfer
+	// MethodSessionKeepaliveBatch renews several sessions in one call
+	// (SessionKeepaliveBatchRequest). Servers older than it answer
+	// rpc.ErrUnknownMethod; clients then send MethodSessionKeepalive.
+	MethodSessionKeepaliveBatch
 )
 
 // FirstErrorCode is where Code values start in the rpc error table:
@@ -82,6 +86,37 @@ type SessionKeepaliveResponse struct {
 	// TTL is the session's TTL (nanoseconds): the next keepalive is due
 	// well within it.
 	TTL int64 `codec:"ttl"`
+}
+
+// SessionKeepaliveBatchRequest renews every session in IDs with one call:
+// a client keeps all of its sessions alive with about one call per TTL/3
+// instead of one per session. At most MaxKeepaliveBatch ids.
+type SessionKeepaliveBatchRequest struct {
+	IDs []session.ID `codec:"ids"`
+}
+
+// SessionKeepaliveBatchResponse has one result per requested id, in the
+// request's order. The call itself fails (with no results) only for what
+// concerns every id alike: no leader in time, a refused request.
+type SessionKeepaliveBatchResponse struct {
+	Results []KeepaliveResult `codec:"r"`
+}
+
+// KeepaliveResult is one session's outcome in a batch: its TTL
+// (nanoseconds) when renewed, else Code (CodeSessionNotFound: the session
+// is not alive) and Message.
+type KeepaliveResult struct {
+	TTL     int64  `codec:"t,omitempty"`
+	Code    Code   `codec:"c,omitempty"`
+	Message string `codec:"m,omitempty"`
+}
+
+// Err is nil for a renewed session, else the session's *Error.
+func (r KeepaliveResult) Err() error {
+	if r.Code == CodeOK {
+		return nil
+	}
+	return &Error{Code: r.Code, Message: r.Message}
 }
 
 type SessionDestroyRequest struct {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/lockd/lockd/api"
-	"github.com/lockd/lockd/consensus"
 	"github.com/lockd/lockd/fsm"
 	"github.com/lockd/lockd/rpc"
 	"github.com/lockd/lockd/session"
@@ -41,6 +40,9 @@ func (s *Server) startRPC() error {
 		return err
 	}
 	if err := rpc.Handle(s.peerSrv, methodForwardKeepalive, "forward-keepalive", s.onForwardKeepalive); err != nil {
+		return err
+	}
+	if err := rpc.Handle(s.peerSrv, methodForwardKeepaliveBatch, "forward-keepalive-batch", s.onForwardKeepaliveBatch); err != nil {
 		return err
 	}
 	s.wg.Add(2)
@@ -77,6 +79,7 @@ func (s *Server) registerAPI(srv *rpc.Server) error {
 		rpc.Handle(srv, rpc.Method(api.MethodMemberPromote), "member-promote", s.onMemberPromote),
 		rpc.Handle(srv, rpc.Method(api.MethodMemberRemove), "member-remove", s.onMemberRemove),
 		rpc.Handle(srv, rpc.Method(api.MethodLeaderTransfer), "leader-transfer", s.onLeaderTransfer),
+		rpc.Handle(srv, rpc.Method(api.MethodSessionKeepaliveBatch), "session-keepalive-batch", s.onSessionKeepaliveBatch),
 	)
 }
 
@@ -88,10 +91,6 @@ func (s *Server) onForwardPropose(ctx context.Context, req *forwardRequest) (*fo
 		return nil, err
 	}
 	return &forwardResponse{Result: res}, nil
-}
-
-func (s *Server) onForwardKeepalive(ctx context.Context, req *api.SessionKeepaliveRequest) (*api.SessionKeepaliveResponse, error) {
-	return s.keepalive(ctx, req.ID, false)
 }
 
 // ---- sessions ----
@@ -112,74 +111,6 @@ func (s *Server) onSessionCreate(ctx context.Context, req *api.SessionCreateRequ
 		return nil, err
 	}
 	return &api.SessionCreateResponse{Session: *res.Session}, nil
-}
-
-func (s *Server) onSessionKeepalive(ctx context.Context, req *api.SessionKeepaliveRequest) (*api.SessionKeepaliveResponse, error) {
-	ctx, cancel := s.callContext(ctx)
-	defer cancel()
-	return s.keepalive(ctx, req.ID, true)
-}
-
-// keepalive renews a session at the leader, whose memory holds the
-// deadlines; a follower forwards. Right after an election it waits (up to
-// LeaderWait) until the new leader has taken the sessions over.
-func (s *Server) keepalive(ctx context.Context, id session.ID, mayForward bool) (*api.SessionKeepaliveResponse, error) {
-	deadline := time.Now().Add(s.cfg.LeaderWait)
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			if time.Now().After(deadline) {
-				return nil, s.unavailable("keepalive")
-			}
-			if err := s.pause(ctx); err != nil {
-				return nil, err
-			}
-		}
-		lead, term := s.node.Leader()
-		switch {
-		case lead == s.cfg.ID:
-			s.leaseMu.Lock()
-			var ttl time.Duration
-			err := session.ErrNotLeader
-			if s.promoted == term {
-				ttl, err = s.tracker.Keepalive(s.cfg.Now(), id)
-			}
-			s.leaseMu.Unlock()
-			switch {
-			case err == nil:
-				// Answer only once a majority still follows this node: a
-				// leader cut off from the others keeps its role until
-				// CheckQuorum, and a keepalive it acknowledged meanwhile
-				// would be unknown to the new leader, which could expire
-				// the session before the client (told it is fine) sends
-				// the next one. Found by the majority/minority nemesis.
-				if rerr := s.confirmer.wait(ctx); rerr != nil {
-					if ctx.Err() != nil {
-						return nil, ctx.Err()
-					}
-					continue
-				}
-				return &api.SessionKeepaliveResponse{TTL: int64(ttl)}, nil
-			case errors.Is(err, session.ErrUnknownSession), errors.Is(err, session.ErrExpired):
-				return nil, api.Errorf(api.CodeSessionNotFound, "session %s is not alive (%v); create a new session", id, err)
-			}
-		case lead == consensus.None:
-		case !mayForward:
-			return nil, s.unavailable("forwarded keepalive")
-		default:
-			c, err := s.peers.get(lead)
-			if err != nil {
-				continue
-			}
-			var resp api.SessionKeepaliveResponse
-			err = c.Call(ctx, methodForwardKeepalive, &api.SessionKeepaliveRequest{ID: id}, &resp)
-			if err == nil {
-				return &resp, nil
-			}
-			if !retryable(err) {
-				return nil, err
-			}
-		}
-	}
 }
 
 func (s *Server) onSessionDestroy(ctx context.Context, req *api.SessionDestroyRequest) (*api.SessionDestroyResponse, error) {
