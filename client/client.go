@@ -26,7 +26,8 @@ type Client struct {
 	endpoints []*endpoint
 	cur       atomic.Uint32 // index of the endpoint calls go to
 
-	lanes *lanePool
+	lanes  *lanePool
+	keeper *keeper // renews every session's keepalive together
 
 	randMu sync.Mutex // protects rand
 	rand   *mrand2.Rand
@@ -76,6 +77,7 @@ func New(cfg Config) (*Client, error) {
 		cancel: cancel,
 	}
 	c.lanes = newLanePool(id, cfg.MaxConcurrentWrites)
+	c.keeper = newKeeper(c)
 	for i, addr := range cfg.Endpoints {
 		rc, err := rpc.NewClient(addr, rpc.ClientConfig{
 			ClusterID: cfg.ClusterID, Name: cfg.Name, TLS: cfg.TLS,

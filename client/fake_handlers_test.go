@@ -27,6 +27,7 @@ func (n *fakeNode) register(t *testing.T) {
 		return unary[api.SessionCreateResponse](n, ctx, api.MethodSessionCreate, &req.Write, func(c *fakeCluster) (any, error) { return c.createSession(req) })
 	}))
 	must(rpc.Handle(s, rpc.Method(api.MethodSessionKeepalive), "session.keepalive", n.keepalive))
+	must(rpc.Handle(s, rpc.Method(api.MethodSessionKeepaliveBatch), "session.keepalive-batch", n.keepaliveBatch))
 	must(rpc.Handle(s, rpc.Method(api.MethodSessionDestroy), "session.destroy", func(ctx context.Context, req *api.SessionDestroyRequest) (*api.SessionDestroyResponse, error) {
 		return unary[api.SessionDestroyResponse](n, ctx, api.MethodSessionDestroy, &req.Write, func(c *fakeCluster) (any, error) {
 			if c.sessions[req.ID] == nil {
@@ -209,6 +210,36 @@ func (n *fakeNode) keepalive(ctx context.Context, req *api.SessionKeepaliveReque
 		return nil, api.Errorf(api.CodeSessionNotFound, "session %s not found (expired or destroyed)", req.ID)
 	}
 	return &api.SessionKeepaliveResponse{TTL: info.TTL}, nil
+}
+
+// keepaliveBatch answers per session as the server does; keepaliveErr
+// fails the whole call, and keepalives counts calls, not sessions.
+func (n *fakeNode) keepaliveBatch(ctx context.Context, req *api.SessionKeepaliveBatchRequest) (*api.SessionKeepaliveBatchResponse, error) {
+	n.keepalives.Add(1)
+	if err := n.enter(ctx, api.MethodSessionKeepaliveBatch); err != nil {
+		return nil, err
+	}
+	if err := api.CheckKeepaliveBatch(len(req.IDs)); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	kerr := n.keepaliveErr
+	n.mu.Unlock()
+	if kerr != nil {
+		return nil, kerr
+	}
+	fc := n.fc
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	resp := &api.SessionKeepaliveBatchResponse{Results: make([]api.KeepaliveResult, len(req.IDs))}
+	for i, id := range req.IDs {
+		if info := fc.sessions[id]; info != nil {
+			resp.Results[i].TTL = info.TTL
+		} else {
+			resp.Results[i] = api.KeepaliveResult{Code: api.CodeSessionNotFound, Message: fmt.Sprintf("session %s not found (expired or destroyed)", id)}
+		}
+	}
+	return resp, nil
 }
 
 // expire ends a session as the leader would on expiry.

@@ -49,9 +49,11 @@ func WithSessionID(id session.ID) SessionOption { return func(o *sessionOptions)
 // Session is a server-side session kept alive by this client. Locks,
 // elections and ephemeral keys belong to a session and end with it.
 //
-// Liveness: one goroutine per session sends a keepalive every TTL/3; a
-// failed one is retried within about 200 ms, each time on the next
-// endpoint. The session is lost when the server says it does not know it
+// Liveness: the Client renews all of its sessions together (keeper.go):
+// each is renewed every TTL/3, and when one is due, every session of the
+// client due within the smallest TTL/6 goes in the same batch call, so a
+// client with many sessions sends about one call per TTL/3. A failed call
+// is retried within about 200 ms, each time on the next endpoint. The session is lost when the server says it does not know it
 // (api.ErrSessionNotFound, from a keepalive or any call naming the
 // session), or when a whole TTL passed since the last keepalive that
 // succeeded was sent (the server may have expired it by then; the client
@@ -74,7 +76,6 @@ type Session struct {
 	// ctx is cancelled, with Err as its cause, when the session ends.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	loop   chan struct{} // closed when the keepalive goroutine returned
 
 	mu   sync.Mutex // protects err and held
 	err  error
@@ -134,19 +135,18 @@ func (c *Client) resumeSession(ctx context.Context, id session.ID) (*Session, er
 	return c.startSession(info, sent)
 }
 
-// startSession starts the keepalive loop of a session whose last
-// successful keepalive (or creation) was sent at lastOK.
+// startSession hands a session whose last successful keepalive (or
+// creation) was sent at lastOK to the client's keeper.
 func (c *Client) startSession(info api.SessionInfo, lastOK time.Time) (*Session, error) {
 	s := &Session{c: c, id: info.ID, lockDelay: time.Duration(info.LockDelay), name: info.Name,
-		loop: make(chan struct{}), held: map[chan struct{}]struct{}{}}
+		held: map[chan struct{}]struct{}{}}
 	s.ttl.Store(info.TTL)
 	s.born = time.Now()
 	s.setDeadline(lastOK.Add(s.TTL()))
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
-	if !c.goroutine(func() { s.keepalive(lastOK) }) {
-		s.end(ErrClosed)
-		close(s.loop)
-		return nil, ErrClosed
+	if err := c.keeper.add(s, lastOK); err != nil {
+		s.end(err)
+		return nil, err
 	}
 	c.logger.Debug("session started", "session", s.id, "ttl", s.TTL())
 	return s, nil
@@ -183,14 +183,13 @@ func (s *Session) Err() error {
 	return s.err
 }
 
-// Close ends the session: keepalives stop, and the server destroys it,
+// Close ends the session: its keepalives stop, and the server destroys it,
 // releasing its locks at once (without lock-delay) and deleting its
 // ephemeral keys. A session already lost or closed is left alone (nil).
 func (s *Session) Close(ctx context.Context) error {
 	if !s.end(fmt.Errorf("session %s: %w", s.id, ErrSessionClosed)) {
 		return nil
 	}
-	<-s.loop
 	req := &api.SessionDestroyRequest{ID: s.id}
 	_, err := do[api.SessionDestroyResponse](s.c, ctx, spec{method: api.MethodSessionDestroy, write: &req.Write}, req)
 	if err != nil && !errors.Is(err, api.ErrSessionNotFound) {
@@ -204,11 +203,11 @@ func (s *Session) Close(ctx context.Context) error {
 // closes with ErrSessionClosed.
 func (s *Session) Orphan() {
 	s.end(fmt.Errorf("session %s: %w (orphaned)", s.id, ErrSessionClosed))
-	<-s.loop
 }
 
-// end records why the session ended, signals every held lock and closes
-// Done. Only the first call counts; it reports whether it was that one.
+// end records why the session ended, stops its keepalives (none is sent
+// after end returns), signals every held lock and closes Done. Only the
+// first call counts; it reports whether it was that one.
 func (s *Session) end(err error) bool {
 	s.mu.Lock()
 	if s.err != nil {
@@ -219,6 +218,7 @@ func (s *Session) end(err error) bool {
 	held := s.held
 	s.held = nil
 	s.mu.Unlock()
+	s.c.keeper.remove(s)
 	// Done first: whoever wakes on a Lost channel finds the session over.
 	s.cancel(err)
 	for ch := range held {
@@ -233,11 +233,11 @@ func (s *Session) end(err error) bool {
 func (s *Session) setDeadline(t time.Time) { s.deadline.Store(int64(t.Sub(s.born))) }
 
 // alive reports whether the session may still be live, ending it as
-// expired if its deadline has passed. The keepalive goroutine would find
-// that out when it next runs; checking here too closes the window in
-// which a process resumed after a pause longer than the TTL (SIGSTOP, a
-// VM freeze, a long GC) would still see its locks as held because that
-// goroutine has not been scheduled yet.
+// expired if its deadline has passed. The keeper would find that out
+// when it next runs; checking here too closes the window in which a
+// process resumed after a pause longer than the TTL (SIGSTOP, a VM
+// freeze, a long GC) would still see its locks as held because the
+// keeper's goroutine has not been scheduled yet.
 func (s *Session) alive() bool {
 	if s.ctx.Err() != nil {
 		return false
@@ -297,71 +297,9 @@ func (s *Session) opContext(ctx context.Context) (context.Context, context.Cance
 	}
 }
 
-// Keepalive timing.
+// Keepalive timing: a failed keepalive is retried after
+// keepaliveRetryMin, doubling up to keepaliveRetryMax (with jitter).
 const (
 	keepaliveRetryMin = 50 * time.Millisecond
 	keepaliveRetryMax = 200 * time.Millisecond
 )
-
-// keepalive is the session's goroutine: it keeps the session alive until
-// it ends, and ends it when it is lost.
-func (s *Session) keepalive(lastOK time.Time) {
-	defer close(s.loop)
-	c := s.c
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	next, failures := s.TTL()/3, 0
-	for {
-		deadline := lastOK.Add(s.TTL())
-		timer.Reset(max(0, min(next, time.Until(deadline))))
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-c.ctx.Done():
-			s.lose(ErrClosed)
-			return
-		case <-timer.C:
-		}
-		if !time.Now().Before(deadline) {
-			s.lose(fmt.Errorf("%w: the last one that succeeded was sent %v ago; TTL %v", ErrSessionExpired,
-				time.Since(lastOK).Round(time.Millisecond), s.TTL()))
-			return
-		}
-		sent := time.Now()
-		ttl, err := s.keepaliveOnce(deadline)
-		switch {
-		case err == nil:
-			lastOK, failures = sent, 0
-			if ttl > 0 {
-				s.ttl.Store(int64(ttl))
-			}
-			s.setDeadline(lastOK.Add(s.TTL()))
-			next = s.TTL() / 3
-		case errors.Is(err, api.ErrSessionNotFound):
-			s.lose(err)
-			return
-		case s.ctx.Err() != nil || c.ctx.Err() != nil:
-			// Closed meanwhile: the next round says how.
-			next = 0
-		default:
-			failures++
-			next = c.jitter(min(keepaliveRetryMin<<min(failures-1, 8), keepaliveRetryMax))
-			c.logger.Warn("session keepalive failed; retrying", "session", s.id, "failures", failures,
-				"retry_in", next, "expires_in", time.Until(deadline).Round(time.Millisecond), "error", err)
-		}
-	}
-}
-
-// keepaliveOnce sends one keepalive to the current endpoint (moving to the
-// next one if it fails), bounded by the session's deadline.
-func (s *Session) keepaliveOnce(deadline time.Time) (time.Duration, error) {
-	ctx, cancel := context.WithDeadline(s.ctx, deadline)
-	defer cancel()
-	t := min(s.c.cfg.RequestTimeout, max(s.TTL()/3, keepaliveRetryMax))
-	resp, err := do[api.SessionKeepaliveResponse](s.c, ctx, spec{method: api.MethodSessionKeepalive, once: true, timeout: t},
-		&api.SessionKeepaliveRequest{ID: s.id})
-	if err != nil {
-		return 0, err
-	}
-	return time.Duration(resp.TTL), nil
-}
