@@ -139,7 +139,7 @@ func benchBatch(lo consensus.Index, n int) []consensus.Entry {
 	return ents
 }
 
-func openBench(b *testing.B, bopts func(Options) *bolt.Options) *BoltStore {
+func openBench(b *testing.B, bopts func(Options) *bolt.Options) *Store {
 	b.Helper()
 	s, err := open(b.TempDir(), Options{}, bopts, true)
 	if err != nil {
@@ -151,7 +151,7 @@ func openBench(b *testing.B, bopts func(Options) *bolt.Options) *BoltStore {
 
 // appendRun appends b.N batches of size n with StoreEntries (or Save with
 // a hard state whose commit index advances, as the driver does).
-func appendRun(b *testing.B, s *BoltStore, n int, save bool) {
+func appendRun(b *testing.B, s *Store, n int, save bool) {
 	next, err := s.LastIndex()
 	if err != nil {
 		b.Fatal(err)
@@ -195,7 +195,7 @@ func BenchmarkSave(b *testing.B) {
 }
 
 // fill stores entries lo..hi in batches of 1,000.
-func fill(b testing.TB, s *BoltStore, lo, hi consensus.Index) {
+func fill(b testing.TB, s *Store, lo, hi consensus.Index) {
 	b.Helper()
 	for i := lo; i <= hi; i += 1000 {
 		if err := s.StoreEntries(benchBatch(i, int(min(1000, hi-i+1)))); err != nil {
@@ -314,7 +314,7 @@ func TestMeasureBoltOptions(t *testing.T) {
 		t.Skip("a measurement; run with -store.measure-options")
 	}
 	type state struct {
-		s               *BoltStore
+		s               *Store
 		dir             string
 		next            consensus.Index
 		one, many       latencies

@@ -18,9 +18,9 @@ import (
 )
 
 var (
-	_ consensus.LogStore    = (*BoltStore)(nil)
-	_ consensus.StableStore = (*BoltStore)(nil)
-	_ consensus.BatchStore  = (*BoltStore)(nil)
+	_ consensus.LogStore    = (*Store)(nil)
+	_ consensus.StableStore = (*Store)(nil)
+	_ consensus.BatchStore  = (*Store)(nil)
 )
 
 // DBFileName is the bbolt file inside a data dir.
@@ -40,9 +40,23 @@ var (
 	keyHardState = []byte("hardstate")
 	keyIdentity  = []byte("identity")
 	keyFormat    = []byte("format")
+	// keyRaftLog says where the Raft log and hard state are: RaftLogWAL or
+	// RaftLogBolt. A data dir without it predates the WAL: bbolt.
+	keyRaftLog = []byte("raftlog")
 )
 
-// Options configures a BoltStore. The zero value is ready to use.
+// Raft log backends, for Options.RaftLog.
+const (
+	// RaftLogWAL keeps the log and hard state in an append-only segmented
+	// WAL in <dir>/wal: one fdatasync per write. The default for new data
+	// dirs.
+	RaftLogWAL = "wal"
+	// RaftLogBolt keeps them in bbolt's "log" and "stable" buckets: two
+	// fdatasyncs per write. Data dirs created before the WAL use it.
+	RaftLogBolt = "bolt"
+)
+
+// Options configures a Store. The zero value is ready to use.
 type Options struct {
 	// Logger receives open, close, verification and compaction events.
 	// Default: discard.
@@ -53,6 +67,14 @@ type Options struct {
 	// address space, not memory: pages are only resident once touched.
 	// Default DefaultInitialMmapSize (256 MiB).
 	InitialMmapSize int
+	// RaftLog chooses where a NEW data dir keeps the Raft log and hard
+	// state: RaftLogWAL (the default, "" too) or RaftLogBolt. A data dir
+	// keeps the backend it was created with; a different choice here is
+	// logged and ignored.
+	RaftLog string
+	// WALSegmentSize is the size of each WAL segment file, preallocated
+	// in full. Default DefaultWALSegmentSize (64 MiB); at least 4 KiB.
+	WALSegmentSize int64
 }
 
 func (o *Options) validate() error {
@@ -64,6 +86,19 @@ func (o *Options) validate() error {
 	}
 	if o.InitialMmapSize < 0 {
 		return fmt.Errorf("initial mmap size %d must not be negative", o.InitialMmapSize)
+	}
+	switch o.RaftLog {
+	case "":
+		o.RaftLog = RaftLogWAL
+	case RaftLogWAL, RaftLogBolt:
+	default:
+		return fmt.Errorf("raft log backend %q is unknown: use %q or %q", o.RaftLog, RaftLogWAL, RaftLogBolt)
+	}
+	if o.WALSegmentSize == 0 {
+		o.WALSegmentSize = DefaultWALSegmentSize
+	}
+	if o.WALSegmentSize < minWALSegmentSize {
+		return fmt.Errorf("WAL segment size %d is below the minimum of %d bytes", o.WALSegmentSize, minWALSegmentSize)
 	}
 	return nil
 }
@@ -134,10 +169,12 @@ func boltOptions(o Options) *bolt.Options {
 	}
 }
 
-// BoltStore is the Raft log and stable store on one bbolt file. It is safe
+// Store is a data dir's Raft log, hard state and cluster identity. The
+// identity and the format are in one bbolt file; the log and hard state
+// are in the WAL (wal is not nil) or in the same bbolt file. It is safe
 // for concurrent use: bbolt runs one write transaction at a time and any
-// number of read transactions alongside it.
-type BoltStore struct {
+// number of read transactions alongside it; the WAL has its own lock.
+type Store struct {
 	dir    string
 	path   string
 	logger hclog.Logger
@@ -150,6 +187,8 @@ type BoltStore struct {
 
 	db   *bolt.DB // closed by Close; bbolt reports later use
 	lock *dirLock
+	// wal holds the log and hard state; nil when they are in bbolt.
+	wal *wal
 
 	mu     sync.Mutex // protects closed
 	closed bool
@@ -159,14 +198,14 @@ type BoltStore struct {
 // lock, and verifies the whole log and the stable records. It fails
 // without waiting if another process holds dir, and with a *CorruptError
 // if any stored data fails its checks.
-func Open(dir string, opts Options) (*BoltStore, error) {
+func Open(dir string, opts Options) (*Store, error) {
 	return open(dir, opts, boltOptions, true)
 }
 
 // open is Open with the bbolt options and the start-up verification
 // chosen by the caller (tests measure other options, and open a corrupt
 // store without verifying to see what a reader gets).
-func open(dir string, opts Options, bopts func(Options) *bolt.Options, verify bool) (*BoltStore, error) {
+func open(dir string, opts Options, bopts func(Options) *bolt.Options, verify bool) (*Store, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("store options: %w", err)
 	}
@@ -199,8 +238,13 @@ func open(dir string, opts Options, bopts func(Options) *bolt.Options, verify bo
 		lock.unlock()
 		return nil, err
 	}
+	backend := RaftLogBolt
+	if s.wal != nil {
+		backend = RaftLogWAL
+		sum = summary{first: s.wal.idx.first, last: s.wal.idx.last, hs: s.wal.hs}
+	}
 	if verify {
-		s.logger.Info("raft store opened", "path", s.path, "first_index", sum.first, "last_index", sum.last,
+		s.logger.Info("raft store opened", "path", s.path, "raft_log", backend, "first_index", sum.first, "last_index", sum.last,
 			"term", sum.hs.Term, "vote", sum.hs.Vote, "commit", sum.hs.Commit, "took", time.Since(start))
 	}
 	return s, nil
@@ -220,11 +264,11 @@ func verifyFile(path string, opts Options, bopts func(Options) *bolt.Options) (s
 		return summary{}, err
 	}
 	defer db.Close()
-	s := &BoltStore{path: path, logger: opts.Logger, h: newHandle(), db: db}
+	s := &Store{path: path, logger: opts.Logger, h: newHandle(), db: db}
 	return s.verify()
 }
 
-func openLocked(dir, path string, create bool, opts Options, bopts func(Options) *bolt.Options, lock *dirLock) (*BoltStore, error) {
+func openLocked(dir, path string, create bool, opts Options, bopts func(Options) *bolt.Options, lock *dirLock) (*Store, error) {
 	db, err := openBolt(path, bopts(opts))
 	if err != nil {
 		return nil, err
@@ -237,12 +281,70 @@ func openLocked(dir, path string, create bool, opts Options, bopts func(Options)
 		}
 	}
 	h := newHandle()
-	s := &BoltStore{dir: dir, path: path, logger: opts.Logger, h: h, enc: codec.NewEncoderBytes(nil, h), fill: appendFillPercent, db: db, lock: lock}
-	if err := s.initBuckets(); err != nil {
+	s := &Store{dir: dir, path: path, logger: opts.Logger, h: h, enc: codec.NewEncoderBytes(nil, h), fill: appendFillPercent, db: db, lock: lock}
+	backend, isNew, err := s.readBackend()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if isNew {
+		backend = opts.RaftLog
+	} else if backend != opts.RaftLog {
+		s.logger.Warn("the data dir keeps the raft log backend it was created with, not the one asked for",
+			"raft_log", backend, "asked", opts.RaftLog, "dir", dir)
+	}
+	if backend == RaftLogWAL {
+		// The WAL exists before the format records name it (initBuckets,
+		// below): a data dir that says "wal" always has segments.
+		s.wal, err = openWAL(filepath.Join(dir, WALDirName), opts.WALSegmentSize, opts.Logger, isNew)
+		if err == nil && isNew && (s.wal.idx.last != 0 || !s.wal.hs.IsEmpty()) {
+			s.wal.close()
+			err = &CorruptError{Path: filepath.Join(dir, WALDirName), What: fmt.Sprintf(
+				"the WAL holds a raft log (last index %d, term %d) but %s, which names the cluster and the log's format, is new or empty",
+				s.wal.idx.last, s.wal.hs.Term, path)}
+		}
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+	} else if !isNew {
+		s.logger.Info("the data dir keeps its raft log in bbolt, as when it was created (new data dirs use a WAL)", "path", path)
+	}
+	if err := s.initBuckets(backend); err != nil {
+		if s.wal != nil {
+			s.wal.close()
+		}
 		db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// readBackend returns the raft log backend the file names, and whether
+// the file is new (no format record yet). An existing file without the
+// record predates the WAL: bbolt.
+func (s *Store) readBackend() (backend string, isNew bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || meta.Get(keyFormat) == nil {
+			isNew = true
+			return nil
+		}
+		backend, err = s.checkRaftLog(meta.Get(keyRaftLog))
+		return err
+	})
+	return backend, isNew, err
+}
+
+// checkRaftLog checks the stored raft log backend.
+func (s *Store) checkRaftLog(v []byte) (string, error) {
+	switch string(v) {
+	case "", RaftLogBolt:
+		return RaftLogBolt, nil
+	case RaftLogWAL:
+		return RaftLogWAL, nil
+	}
+	return "", fmt.Errorf("%s keeps its raft log in %q, which this lockd does not know: run a newer lockd", s.path, shortHex(v))
 }
 
 // openBolt opens the file. bbolt panics on some corrupt pages (it walks
@@ -280,9 +382,10 @@ func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 	return db, nil
 }
 
-// initBuckets creates the buckets of a new file and checks the format of
-// an existing one. It writes only when something is missing.
-func (s *BoltStore) initBuckets() error {
+// initBuckets creates the buckets of a new file, with its format and
+// raft log backend, and checks the format of an existing one. It writes
+// only when something is missing.
+func (s *Store) initBuckets(backend string) error {
 	ready := false
 	err := s.db.View(func(tx *bolt.Tx) error {
 		ready = tx.Bucket(bucketLog) != nil && tx.Bucket(bucketStable) != nil && tx.Bucket(bucketMeta) != nil
@@ -304,11 +407,16 @@ func (s *BoltStore) initBuckets() error {
 		if v := meta.Get(keyFormat); v != nil {
 			return s.checkFormat(v)
 		}
+		// One transaction with the format: a file with a format record
+		// names its backend.
+		if err := meta.Put(keyRaftLog, []byte(backend)); err != nil {
+			return err
+		}
 		return meta.Put(keyFormat, indexKey(formatVersion))
 	})
 }
 
-func (s *BoltStore) checkFormat(v []byte) error {
+func (s *Store) checkFormat(v []byte) error {
 	f, ok := keyIndex(v)
 	switch {
 	case !ok:
@@ -322,35 +430,48 @@ func (s *BoltStore) checkFormat(v []byte) error {
 }
 
 // Path returns the bbolt file's path.
-func (s *BoltStore) Path() string { return s.path }
+func (s *Store) Path() string { return s.path }
+
+// RaftLog returns where the log and hard state are: RaftLogWAL or
+// RaftLogBolt.
+func (s *Store) RaftLog() string {
+	if s.wal != nil {
+		return RaftLogWAL
+	}
+	return RaftLogBolt
+}
 
 // Close closes the file (waiting for transactions in progress) and
 // releases the data-dir lock. Calling it again does nothing.
-func (s *BoltStore) Close() error {
+func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil
 	}
 	s.closed = true
+	var errWAL error
+	if s.wal != nil {
+		errWAL = s.wal.close()
+	}
 	errDB := s.db.Close()
 	if errDB != nil {
 		errDB = fmt.Errorf("closing %s: %w", s.path, errDB)
 	}
-	return errors.Join(errDB, s.lock.unlock())
+	return errors.Join(errWAL, errDB, s.lock.unlock())
 }
 
 // view and update run a transaction, turning bbolt's "not open" into
 // ErrClosed.
-func (s *BoltStore) view(fn func(*bolt.Tx) error) error {
+func (s *Store) view(fn func(*bolt.Tx) error) error {
 	return s.closedErr(s.db.View(fn))
 }
 
-func (s *BoltStore) update(fn func(*bolt.Tx) error) error {
+func (s *Store) update(fn func(*bolt.Tx) error) error {
 	return s.closedErr(s.db.Update(fn))
 }
 
-func (s *BoltStore) closedErr(err error) error {
+func (s *Store) closedErr(err error) error {
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return fmt.Errorf("%s: %w", s.path, ErrClosed)
 	}

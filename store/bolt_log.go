@@ -29,7 +29,11 @@ var errNoChange = errors.New("no change")
 
 // FirstIndex implements consensus.LogStore: the first stored index, 0 if
 // the log is empty.
-func (s *BoltStore) FirstIndex() (consensus.Index, error) {
+func (s *Store) FirstIndex() (consensus.Index, error) {
+	if s.wal != nil {
+		first, _, err := s.wal.bounds()
+		return first, err
+	}
 	var first consensus.Index
 	err := s.view(func(tx *bolt.Tx) (err error) {
 		first, _, err = s.bounds(tx)
@@ -40,7 +44,11 @@ func (s *BoltStore) FirstIndex() (consensus.Index, error) {
 
 // LastIndex implements consensus.LogStore: the last stored index, 0 if the
 // log is empty.
-func (s *BoltStore) LastIndex() (consensus.Index, error) {
+func (s *Store) LastIndex() (consensus.Index, error) {
+	if s.wal != nil {
+		_, last, err := s.wal.bounds()
+		return last, err
+	}
 	var last consensus.Index
 	err := s.view(func(tx *bolt.Tx) (err error) {
 		_, last, err = s.bounds(tx)
@@ -50,7 +58,7 @@ func (s *BoltStore) LastIndex() (consensus.Index, error) {
 }
 
 // bounds returns the first and last stored index, 0 and 0 when empty.
-func (s *BoltStore) bounds(tx *bolt.Tx) (first, last consensus.Index, err error) {
+func (s *Store) bounds(tx *bolt.Tx) (first, last consensus.Index, err error) {
 	c := tx.Bucket(bucketLog).Cursor()
 	k, _ := c.First()
 	if k == nil {
@@ -72,12 +80,15 @@ func (s *BoltStore) bounds(tx *bolt.Tx) (first, last consensus.Index, err error)
 // matched to its key and its checksum verified. A range not wholly stored
 // is an error wrapping ErrOutOfRange; bad data a *CorruptError (wrapping
 // the *consensus.EntryCorruptError when the checksum fails).
-func (s *BoltStore) Entries(lo, hi consensus.Index) ([]consensus.Entry, error) {
+func (s *Store) Entries(lo, hi consensus.Index) ([]consensus.Entry, error) {
 	if lo > hi {
 		return nil, fmt.Errorf("entries [%d, %d): lo is above hi", lo, hi)
 	}
 	if lo == hi {
 		return nil, nil
+	}
+	if s.wal != nil {
+		return s.wal.entries(lo, hi)
 	}
 	var out []consensus.Entry
 	err := s.view(func(tx *bolt.Tx) error {
@@ -109,7 +120,7 @@ func (s *BoltStore) Entries(lo, hi consensus.Index) ([]consensus.Entry, error) {
 }
 
 // decodeAt decodes the pair a cursor found where entry want belongs.
-func (s *BoltStore) decodeAt(dec *codec.Decoder, want consensus.Index, k, v []byte) (consensus.Entry, error) {
+func (s *Store) decodeAt(dec *codec.Decoder, want consensus.Index, k, v []byte) (consensus.Entry, error) {
 	if k == nil {
 		return consensus.Entry{}, &CorruptError{Path: s.path, Index: want,
 			What: fmt.Sprintf("gap in the log: entry %d is missing and nothing is stored after it", want)}
@@ -132,23 +143,29 @@ func (s *BoltStore) decodeAt(dec *codec.Decoder, want consensus.Index, k, v []by
 // StoreEntries implements consensus.LogStore: the batch replaces every
 // stored entry from ents[0].Index on, in one transaction, durable on
 // return.
-func (s *BoltStore) StoreEntries(ents []consensus.Entry) error { return s.save(nil, ents) }
+func (s *Store) StoreEntries(ents []consensus.Entry) error { return s.save(nil, ents) }
 
 // Save implements consensus.BatchStore: the entries (as StoreEntries) and
 // the hard state (if hs is not nil) in one transaction, durable on return.
-func (s *BoltStore) Save(hs *consensus.HardState, ents []consensus.Entry) error {
+func (s *Store) Save(hs *consensus.HardState, ents []consensus.Entry) error {
 	return s.save(hs, ents)
 }
 
 // SetHardState implements consensus.StableStore.
-func (s *BoltStore) SetHardState(hs consensus.HardState) error { return s.save(&hs, nil) }
+func (s *Store) SetHardState(hs consensus.HardState) error { return s.save(&hs, nil) }
 
-func (s *BoltStore) save(hs *consensus.HardState, ents []consensus.Entry) error {
+func (s *Store) save(hs *consensus.HardState, ents []consensus.Entry) error {
 	if hs == nil && len(ents) == 0 {
 		return nil
 	}
 	if err := checkBatch(ents); err != nil {
-		return fmt.Errorf("%s: refusing to store %s: %w", s.path, describeWrite(hs, ents), err)
+		return fmt.Errorf("%s: refusing to store %s: %w", s.logPath(), describeWrite(hs, ents), err)
+	}
+	if s.wal != nil {
+		if err := s.wal.save(hs, ents); err != nil {
+			return fmt.Errorf("%s: storing %s: %w", s.logPath(), describeWrite(hs, ents), err)
+		}
+		return nil
 	}
 	var hsVal []byte
 	if hs != nil {
@@ -174,6 +191,14 @@ func (s *BoltStore) save(hs *consensus.HardState, ents []consensus.Entry) error 
 		return fmt.Errorf("%s: storing %s: %w", s.path, describeWrite(hs, ents), err)
 	}
 	return nil
+}
+
+// logPath is where the log is: the WAL dir or the bbolt file.
+func (s *Store) logPath() string {
+	if s.wal != nil {
+		return s.wal.dir
+	}
+	return s.path
 }
 
 func describeWrite(hs *consensus.HardState, ents []consensus.Entry) string {
@@ -214,34 +239,53 @@ func checkBatch(ents []consensus.Entry) error {
 	return nil
 }
 
+// checkPlacement checks where a batch goes in a log [first, last] (empty
+// if last is 0): it must start inside the log or right after its end
+// (anywhere if the log is empty), and its first term must not be below
+// the term of the stored entry before it, which prevTerm returns (called
+// only when that entry is in the log).
+func checkPlacement(start consensus.Index, term consensus.Term, first, last consensus.Index, prevTerm func() (consensus.Term, error)) error {
+	if last == 0 {
+		return nil
+	}
+	if start < first {
+		return fmt.Errorf("batch starts at entry %d, before the first stored entry %d (the entries before it were compacted): %w",
+			start, first, ErrNotContiguous)
+	}
+	if start > last+1 {
+		return fmt.Errorf("batch starts at entry %d but the log ends at %d, which would leave a gap: %w",
+			start, last, ErrNotContiguous)
+	}
+	if start > first {
+		pt, err := prevTerm()
+		if err != nil {
+			return err
+		}
+		if pt > term {
+			return fmt.Errorf("entry %d has term %d, below the term %d of stored entry %d before it", start, term, pt, start-1)
+		}
+	}
+	return nil
+}
+
 // putEntries writes a checked batch inside tx: it must start inside the
 // log or right after its end (anywhere if the log is empty), and every
 // stored entry after the batch's end is deleted.
-func (s *BoltStore) putEntries(tx *bolt.Tx, ents []consensus.Entry) error {
+func (s *Store) putEntries(tx *bolt.Tx, ents []consensus.Entry) error {
 	b := tx.Bucket(bucketLog)
 	first, last, err := s.bounds(tx)
 	if err != nil {
 		return err
 	}
 	start, end := ents[0].Index, ents[len(ents)-1].Index
+	err = checkPlacement(start, ents[0].Term, first, last, func() (consensus.Term, error) {
+		prev, err := s.decodeAt(codec.NewDecoderBytes(nil, s.h), start-1, indexKey(start-1), b.Get(indexKey(start-1)))
+		return prev.Term, err
+	})
+	if err != nil {
+		return err
+	}
 	if last != 0 {
-		if start < first {
-			return fmt.Errorf("batch starts at entry %d, before the first stored entry %d (the entries before it were compacted): %w",
-				start, first, ErrNotContiguous)
-		}
-		if start > last+1 {
-			return fmt.Errorf("batch starts at entry %d but the log ends at %d, which would leave a gap: %w",
-				start, last, ErrNotContiguous)
-		}
-		if start > first {
-			prev, err := s.decodeAt(codec.NewDecoderBytes(nil, s.h), start-1, indexKey(start-1), b.Get(indexKey(start-1)))
-			if err != nil {
-				return err
-			}
-			if prev.Term > ents[0].Term {
-				return fmt.Errorf("entry %d has term %d, below the term %d of stored entry %d before it", start, ents[0].Term, prev.Term, prev.Index)
-			}
-		}
 		if end < last {
 			// Collected first: deleting under a moving cursor skips keys.
 			var stale [][]byte
@@ -272,7 +316,13 @@ func (s *BoltStore) putEntries(tx *bolt.Tx, ents []consensus.Entry) error {
 // DeletePrefix implements consensus.LogStore: entries up to and including
 // index are removed in one transaction (compaction after a snapshot). An
 // index past the end empties the log.
-func (s *BoltStore) DeletePrefix(index consensus.Index) error {
+func (s *Store) DeletePrefix(index consensus.Index) error {
+	if s.wal != nil {
+		if err := s.wal.deletePrefix(index); err != nil {
+			return fmt.Errorf("%s: deleting log prefix through %d: %w", s.logPath(), index, err)
+		}
+		return nil
+	}
 	start := time.Now()
 	deleted := 0
 	err := s.update(func(tx *bolt.Tx) error {

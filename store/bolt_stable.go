@@ -29,7 +29,10 @@ func (id Identity) valid() error {
 
 // HardState implements consensus.StableStore: the stored state, zero if
 // none was ever stored.
-func (s *BoltStore) HardState() (consensus.HardState, error) {
+func (s *Store) HardState() (consensus.HardState, error) {
+	if s.wal != nil {
+		return s.wal.hardState()
+	}
 	var hs consensus.HardState
 	err := s.view(func(tx *bolt.Tx) (err error) {
 		hs, err = s.readHardState(tx)
@@ -38,7 +41,7 @@ func (s *BoltStore) HardState() (consensus.HardState, error) {
 	return hs, err
 }
 
-func (s *BoltStore) readHardState(tx *bolt.Tx) (consensus.HardState, error) {
+func (s *Store) readHardState(tx *bolt.Tx) (consensus.HardState, error) {
 	v := tx.Bucket(bucketStable).Get(keyHardState)
 	if v == nil {
 		return consensus.HardState{}, nil
@@ -54,7 +57,7 @@ func (s *BoltStore) readHardState(tx *bolt.Tx) (consensus.HardState, error) {
 }
 
 // Identity returns the stored identity; ok is false if none was set.
-func (s *BoltStore) Identity() (id Identity, ok bool, err error) {
+func (s *Store) Identity() (id Identity, ok bool, err error) {
 	err = s.view(func(tx *bolt.Tx) error {
 		id, ok, err = s.readIdentity(tx)
 		return err
@@ -62,7 +65,7 @@ func (s *BoltStore) Identity() (id Identity, ok bool, err error) {
 	return id, ok, err
 }
 
-func (s *BoltStore) readIdentity(tx *bolt.Tx) (Identity, bool, error) {
+func (s *Store) readIdentity(tx *bolt.Tx) (Identity, bool, error) {
 	v := tx.Bucket(bucketStable).Get(keyIdentity)
 	if v == nil {
 		return Identity{}, false, nil
@@ -84,7 +87,7 @@ func (s *BoltStore) readIdentity(tx *bolt.Tx) (Identity, bool, error) {
 // SetIdentity stores the identity durably. Setting the identity already
 // stored does nothing; setting a different one fails with an error
 // wrapping ErrIdentityMismatch: a data dir never changes owner.
-func (s *BoltStore) SetIdentity(id Identity) error {
+func (s *Store) SetIdentity(id Identity) error {
 	if err := id.valid(); err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}

@@ -24,6 +24,12 @@ const (
 	childModeEnv = "LOCKD_STORE_CHILD_MODE" // "crash", "hold" or "flip"
 	childDirEnv  = "LOCKD_STORE_CHILD_DIR"
 	childSeedEnv = "LOCKD_STORE_CHILD_SEED"
+	// childRaftLogEnv is the raft log backend the child opens with.
+	childRaftLogEnv = "LOCKD_STORE_CHILD_RAFTLOG"
+
+	// crashSegmentSize is the WAL segment size of the crash test: small
+	// enough that kills land during roll-overs and segment deletions too.
+	crashSegmentSize = 256 << 10
 
 	// childMaxLife bounds a child whose parent died before killing it.
 	childMaxLife = 30 * time.Second
@@ -40,7 +46,7 @@ func TestStoreChild(t *testing.T) {
 	var err error
 	switch mode {
 	case "crash":
-		err = crashChild(dir, seed, os.Stdout)
+		err = crashChild(dir, seed, crashOptions(os.Getenv(childRaftLogEnv)), os.Stdout)
 	case "hold":
 		err = holdChild(dir, os.Stdout, os.Stdin)
 	case "flip":
@@ -78,15 +84,21 @@ type child struct {
 	lines []string
 }
 
-// startChild starts this binary as a child in mode on dir.
-func startChild(t testing.TB, mode, dir string, seed int64, stdin io.Reader) *child {
+// crashOptions are the options the crash test's processes open with.
+func crashOptions(raftLog string) Options {
+	return Options{RaftLog: raftLog, WALSegmentSize: crashSegmentSize}
+}
+
+// startChild starts this binary as a child in mode on dir, opening the
+// store with raftLog ("": the default).
+func startChild(t testing.TB, mode, dir string, seed int64, raftLog string, stdin io.Reader) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestStoreChild$", "-test.count=1")
 	// Under -race a binary sleeps a second at exit to catch late reports;
 	// children that exit by themselves need not.
 	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
 	cmd.Env = append(os.Environ(), childModeEnv+"="+mode, childDirEnv+"="+dir, childSeedEnv+"="+strconv.FormatInt(seed, 10),
-		"GORACE="+gorace)
+		"GORACE="+gorace, childRaftLogEnv+"="+raftLog)
 	cmd.Stdin = stdin
 	c := &child{cmd: cmd, ready: make(chan struct{}), done: make(chan struct{})}
 	cmd.Stderr = &c.stderr
@@ -191,8 +203,8 @@ func crashEntries(lo, hi consensus.Index, term consensus.Term) []consensus.Entry
 }
 
 // crashChild writes random operations until it is killed.
-func crashChild(dir string, seed int64, out io.Writer) error {
-	s, err := Open(dir, Options{})
+func crashChild(dir string, seed int64, opts Options, out io.Writer) error {
+	s, err := Open(dir, opts)
 	if err != nil {
 		return err
 	}
@@ -256,6 +268,9 @@ func crashChild(dir string, seed int64, out io.Writer) error {
 		switch op.kind {
 		case "store", "save":
 			last = op.hi
+			if first == 0 {
+				first = op.lo // the log was empty: it starts here
+			}
 		case "compact":
 			first = op.hi + 1
 		}

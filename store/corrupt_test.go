@@ -23,7 +23,7 @@ import (
 func corruptStore(t *testing.T, damage func(*bolt.Tx) error) string {
 	t.Helper()
 	dir := t.TempDir()
-	s := openT(t, dir)
+	s := openT(t, dir, boltOptions0)
 	if err := s.Save(&consensus.HardState{Term: 1, Vote: 1, Commit: 20}, mkEntries(1, 20, 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func flipInValue(index consensus.Index) func(*bolt.Tx) error {
 
 func TestOpenReportsEntryWithBadChecksum(t *testing.T) {
 	dir := corruptStore(t, flipInValue(7))
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 7, "checksum")
 	var ec *consensus.EntryCorruptError
 	if !errors.As(err, &ec) || ec.Index != 7 {
@@ -80,7 +80,7 @@ func TestOpenReportsEntryWithBadChecksum(t *testing.T) {
 // ran) still never returns the corrupt entry.
 func TestEntriesNeverReturnsCorruptEntry(t *testing.T) {
 	dir := corruptStore(t, flipInValue(7))
-	s, err := open(dir, Options{}, boltOptions, false)
+	s, err := open(dir, boltOptions0, boltOptions, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestEntriesNeverReturnsCorruptEntry(t *testing.T) {
 // Bit rot found in the file itself, not through bbolt.
 func TestOpenReportsFlippedByteInFile(t *testing.T) {
 	dir := t.TempDir()
-	s := openT(t, dir)
+	s := openT(t, dir, boltOptions0)
 	mustStore(t, s, mkEntries(1, 50, 3))
 	s.Close()
 	path := filepath.Join(dir, DBFileName)
@@ -140,13 +140,13 @@ func TestOpenReportsFlippedByteInFile(t *testing.T) {
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(dir, Options{})
+	_, err = Open(dir, boltOptions0)
 	wantCorrupt(t, err, 33, "checksum")
 }
 
 func TestOpenReportsGap(t *testing.T) {
 	dir := corruptStore(t, func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).Delete(indexKey(10)) })
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 10, "gap in the log: entry 10 is missing (the next stored entry is 11)")
 }
 
@@ -154,7 +154,7 @@ func TestOpenReportsUndecodableEntry(t *testing.T) {
 	dir := corruptStore(t, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketLog).Put(indexKey(5), []byte{0xc1, 0xff, 0x00})
 	})
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 5, "cannot be decoded")
 }
 
@@ -164,7 +164,7 @@ func TestOpenReportsTruncatedEntry(t *testing.T) {
 		v := bytes.Clone(b.Get(indexKey(12)))
 		return b.Put(indexKey(12), v[:len(v)-3])
 	})
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 12, "cannot be decoded")
 }
 
@@ -173,13 +173,13 @@ func TestOpenReportsEntryUnderWrongKey(t *testing.T) {
 		b := tx.Bucket(bucketLog)
 		return b.Put(indexKey(5), bytes.Clone(b.Get(indexKey(6))))
 	})
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 5, "stored under index 5 says it is entry 6")
 }
 
 func TestOpenReportsBadKey(t *testing.T) {
 	dir := corruptStore(t, func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).Put([]byte{0, 0, 1}, []byte{1}) })
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 0, "is 3 bytes, want 8")
 }
 
@@ -194,7 +194,7 @@ func TestOpenReportsTermGoingDown(t *testing.T) {
 		}
 		return tx.Bucket(bucketLog).Put(indexKey(21), v)
 	})
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 21, "entry 21 has term 0, below the term 1 of entry 20")
 }
 
@@ -205,7 +205,7 @@ func TestOpenReportsUnknownEntryVersion(t *testing.T) {
 		v[1] = 9 // first array element: the version, a positive fixint
 		return b.Put(indexKey(3), v)
 	})
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 3, "format version 9")
 }
 
@@ -216,7 +216,7 @@ func TestOpenReportsCorruptHardState(t *testing.T) {
 		v[2] ^= 0x01 // inside the term
 		return b.Put(keyHardState, v)
 	})
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 0, "hard state")
 }
 
@@ -224,7 +224,7 @@ func TestOpenReportsCorruptIdentity(t *testing.T) {
 	dir := corruptStore(t, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketStable).Put(keyIdentity, []byte("garbage!"))
 	})
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 0, "cluster identity")
 }
 
@@ -235,10 +235,10 @@ func TestOpenReportsNonBoltFile(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, DBFileName), junk, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(dir, Options{})
+	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 0, "not a valid bbolt file")
 	// The lock was released on the way out.
-	if _, err := Open(dir, Options{}); errors.Is(err, ErrLocked) {
+	if _, err := Open(dir, boltOptions0); errors.Is(err, ErrLocked) {
 		t.Fatal("a failed Open kept the data dir locked")
 	}
 }
@@ -255,7 +255,7 @@ func flipEntries() []consensus.Entry { return mkEntries(1, 600, 2)[50:] }
 // the error, "opened" if every entry is the one written, or "BAD" and
 // what differs.
 func flipChild(dir string, out io.Writer) error {
-	s, err := Open(dir, Options{InitialMmapSize: 1 << 20})
+	s, err := Open(dir, Options{InitialMmapSize: 1 << 20, RaftLog: RaftLogBolt})
 	if err != nil {
 		fmt.Fprintf(out, "refused %s\n", err)
 		return nil
@@ -295,7 +295,7 @@ func TestRandomByteFlipsNeverYieldBadEntries(t *testing.T) {
 		t.Skip("spawns child processes")
 	}
 	dir := t.TempDir()
-	s := openT(t, dir)
+	s := openT(t, dir, boltOptions0)
 	all := mkEntries(1, 600, 2)
 	for lo := 0; lo < len(all); lo += 100 {
 		mustStore(t, s, all[lo:lo+100])
@@ -324,7 +324,7 @@ func TestRandomByteFlipsNeverYieldBadEntries(t *testing.T) {
 		if _, err := f.WriteAt([]byte{raw[at] ^ byte(1+rng.Intn(255))}, int64(at)); err != nil {
 			t.Fatal(err)
 		}
-		c := startChild(t, "flip", dir, 0, nil)
+		c := startChild(t, "flip", dir, 0, RaftLogBolt, nil)
 		lines := c.wait()
 		verdict := "crashed"
 		if len(lines) > 0 {
@@ -356,7 +356,7 @@ func lastLines(s string, n int) string {
 func metaTestStore(t *testing.T) (dir, path string, pageSize int) {
 	t.Helper()
 	dir = t.TempDir()
-	s := openT(t, dir)
+	s := openT(t, dir, boltOptions0)
 	for i := consensus.Index(1); i <= 30; i += 10 {
 		mustStore(t, s, mkEntries(i, i+9, 1))
 	}
@@ -381,7 +381,7 @@ func TestOpenRefusesDamagedMetaPage(t *testing.T) {
 			b[0] ^= 0x04
 			f.WriteAt(b, off)
 			f.Close()
-			_, err = Open(dir, Options{})
+			_, err = Open(dir, boltOptions0)
 			wantCorrupt(t, err, 0, fmt.Sprintf("bbolt meta page %d is damaged", page))
 		})
 	}
@@ -401,7 +401,7 @@ func TestOpenRefusesStaleMetaPage(t *testing.T) {
 		older = 1
 	}
 	stale := bytes.Clone(raw[older*ps : (older+1)*ps])
-	s := openT(t, dir)
+	s := openT(t, dir, boltOptions0)
 	mustStore(t, s, mkEntries(31, 31, 1))
 	mustStore(t, s, mkEntries(32, 32, 1))
 	s.Close()
@@ -411,6 +411,6 @@ func TestOpenRefusesStaleMetaPage(t *testing.T) {
 	}
 	f.WriteAt(stale, int64(older*ps))
 	f.Close()
-	_, err = Open(dir, Options{})
+	_, err = Open(dir, boltOptions0)
 	wantCorrupt(t, err, 0, "not consecutive")
 }

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/lockd/lockd/consensus"
 )
@@ -72,9 +75,9 @@ func (m crashModel) String() string {
 
 // readCrashModel opens the store (which verifies it), checks that every
 // entry is exactly what the child wrote, and returns what it holds.
-func readCrashModel(t *testing.T, dir string) crashModel {
+func readCrashModel(t *testing.T, dir string, opts Options) crashModel {
 	t.Helper()
-	s, err := Open(dir, Options{})
+	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatalf("reopening after a kill: %v", err)
 	}
@@ -126,6 +129,13 @@ func TestCrashKeepsDurableBatches(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns child processes")
 	}
+	for _, raftLog := range []string{RaftLogBolt, RaftLogWAL} {
+		t.Run(raftLog, func(t *testing.T) { testCrashKeepsDurableBatches(t, raftLog) })
+	}
+}
+
+func testCrashKeepsDurableBatches(t *testing.T, raftLog string) {
+	opts := crashOptions(raftLog)
 	seed := *crashSeed
 	if seed == 0 {
 		seed = time.Now().UnixNano()
@@ -137,7 +147,7 @@ func TestCrashKeepsDurableBatches(t *testing.T) {
 	var model crashModel
 	var kills, midOp, opsDone, opsInFlightKept int
 	for round := 0; round < *crashRounds; round++ {
-		c := startChild(t, "crash", dir, rng.Int63(), nil)
+		c := startChild(t, "crash", dir, rng.Int63(), raftLog, nil)
 		// Mostly kill while writing; sometimes at any moment, possibly
 		// during Open and its verification.
 		if rng.Intn(10) > 0 {
@@ -152,7 +162,7 @@ func TestCrashKeepsDurableBatches(t *testing.T) {
 			model = model.apply(op)
 		}
 		opsDone += len(done)
-		got := readCrashModel(t, dir)
+		got := readCrashModel(t, dir, opts)
 		switch {
 		case got.equal(model):
 		case inflight.kind != "" && got.equal(model.apply(inflight)):
@@ -171,6 +181,18 @@ func TestCrashKeepsDurableBatches(t *testing.T) {
 	if midOp == 0 {
 		t.Fatal("no kill landed during a write: the test exercised nothing")
 	}
+	if raftLog == RaftLogWAL {
+		// The WAL's roll-overs and segment deletions were exercised: the
+		// newest segment is not the first, and old ones were deleted.
+		segs, err := listSegments(filepath.Join(dir, WALDirName), hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("WAL segments at the end: %d to %d", segs[0], segs[len(segs)-1])
+		if segs[len(segs)-1] < 3 || segs[0] == 1 {
+			t.Errorf("WAL segments %d to %d at the end: want roll-overs and deleted segments", segs[0], segs[len(segs)-1])
+		}
+	}
 }
 
 // A process holding the data dir keeps every other out, and its death
@@ -187,7 +209,7 @@ func TestLockHeldByAnotherProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pw.Close()
-	c := startChild(t, "hold", dir, 0, pr)
+	c := startChild(t, "hold", dir, 0, "", pr)
 	pr.Close()
 	<-c.ready
 	c.mu.Lock()
@@ -217,13 +239,13 @@ func TestLockHeldByAnotherProcess(t *testing.T) {
 
 func TestLockHeldInThisProcess(t *testing.T) {
 	dir := t.TempDir()
-	s := openT(t, dir)
+	s := openT(t, dir, Options{})
 	_, err := Open(dir, Options{})
 	var le *LockedError
 	if !errors.As(err, &le) || le.PID == 0 {
 		t.Fatalf("second Open in the same process: %v, want a *LockedError with our pid", err)
 	}
 	s.Close()
-	s2 := openT(t, dir)
+	s2 := openT(t, dir, Options{})
 	s2.Close()
 }

@@ -24,10 +24,24 @@ func mkEntries(lo, hi consensus.Index, term consensus.Term) []consensus.Entry {
 	return out
 }
 
+// boltOptions0 opens a store whose log is in bbolt.
+var boltOptions0 = Options{RaftLog: RaftLogBolt}
+
+// testSegmentSize is the WAL segment size in behaviour tests: small, so
+// that they roll over to new segments and read across them.
+const testSegmentSize = 8 << 10
+
+// bothBackends runs fn once per raft log backend, with the options that
+// choose it. The behaviour must be the same.
+func bothBackends(t *testing.T, fn func(t *testing.T, o Options)) {
+	t.Run("bolt", func(t *testing.T) { fn(t, boltOptions0) })
+	t.Run("wal", func(t *testing.T) { fn(t, Options{RaftLog: RaftLogWAL, WALSegmentSize: testSegmentSize}) })
+}
+
 // openT opens a store in dir and closes it when the test ends.
-func openT(t testing.TB, dir string) *BoltStore {
+func openT(t testing.TB, dir string, o Options) *Store {
 	t.Helper()
-	s, err := Open(dir, Options{})
+	s, err := Open(dir, o)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", dir, err)
 	}
@@ -35,7 +49,7 @@ func openT(t testing.TB, dir string) *BoltStore {
 	return s
 }
 
-func mustStore(t testing.TB, s *BoltStore, ents []consensus.Entry) {
+func mustStore(t testing.TB, s *Store, ents []consensus.Entry) {
 	t.Helper()
 	if err := s.StoreEntries(ents); err != nil {
 		t.Fatalf("StoreEntries(%d..%d): %v", ents[0].Index, ents[len(ents)-1].Index, err)
@@ -43,7 +57,7 @@ func mustStore(t testing.TB, s *BoltStore, ents []consensus.Entry) {
 }
 
 // checkLog asserts that the store holds exactly want.
-func checkLog(t testing.TB, s *BoltStore, want []consensus.Entry) {
+func checkLog(t testing.TB, s *Store, want []consensus.Entry) {
 	t.Helper()
 	first, err := s.FirstIndex()
 	if err != nil {

@@ -26,7 +26,7 @@ const (
 // durableStore is a BoltStore that remembers which entries it has made
 // durable: the term of every index whose Save or StoreEntries returned.
 type durableStore struct {
-	*store.BoltStore
+	*store.Store
 	mu    sync.Mutex // protects terms
 	terms map[consensus.Index]consensus.Term
 }
@@ -37,7 +37,7 @@ func openDurable(t *testing.T, dir string) *durableStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &durableStore{BoltStore: s, terms: map[consensus.Index]consensus.Term{}}
+	d := &durableStore{Store: s, terms: map[consensus.Index]consensus.Term{}}
 	first, _ := s.FirstIndex()
 	last, _ := s.LastIndex()
 	if last > 0 {
@@ -67,7 +67,7 @@ func (d *durableStore) record(ents []consensus.Entry) {
 }
 
 func (d *durableStore) Save(hs *consensus.HardState, ents []consensus.Entry) error {
-	if err := d.BoltStore.Save(hs, ents); err != nil {
+	if err := d.Store.Save(hs, ents); err != nil {
 		return err
 	}
 	d.record(ents)
@@ -75,7 +75,7 @@ func (d *durableStore) Save(hs *consensus.HardState, ents []consensus.Entry) err
 }
 
 func (d *durableStore) StoreEntries(ents []consensus.Entry) error {
-	if err := d.BoltStore.StoreEntries(ents); err != nil {
+	if err := d.Store.StoreEntries(ents); err != nil {
 		return err
 	}
 	d.record(ents)

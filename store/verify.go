@@ -22,12 +22,20 @@ type summary struct {
 // stable records decode with intact checksums. The first failure is
 // returned as a *CorruptError saying what, where, and how to recover.
 // Open runs it; it may run at any time (it reads one consistent view).
-func (s *BoltStore) Verify() error {
+//
+// With the WAL, the bbolt file holds no log and no hard state, and the
+// WAL's segments are replayed again (as at Open) and must hold what the
+// store holds in memory.
+func (s *Store) Verify() error {
 	_, err := s.verify()
+	if err != nil || s.wal == nil {
+		return err
+	}
+	_, err = s.wal.verify()
 	return err
 }
 
-func (s *BoltStore) verify() (sum summary, err error) {
+func (s *Store) verify() (sum summary, err error) {
 	err = s.view(func(tx *bolt.Tx) (err error) {
 		// bbolt panics on some malformed pages, and a corrupt offset in a
 		// page makes it read outside the mapping. Both are corruption to
@@ -49,6 +57,15 @@ func (s *BoltStore) verify() (sum summary, err error) {
 		if err := s.checkFormat(meta.Get(keyFormat)); err != nil {
 			return err
 		}
+		backend, err := s.checkRaftLog(meta.Get(keyRaftLog))
+		if err != nil {
+			return err
+		}
+		if backend == RaftLogWAL {
+			if k, _ := logB.Cursor().First(); k != nil || stable.Get(keyHardState) != nil {
+				return &CorruptError{Path: s.path, What: "the raft log is in the WAL, yet this file holds log entries or a hard state too"}
+			}
+		}
 		if sum.hs, err = s.readHardState(tx); err != nil {
 			return err
 		}
@@ -62,7 +79,7 @@ func (s *BoltStore) verify() (sum summary, err error) {
 }
 
 // verifyLog scans the log bucket in key order.
-func (s *BoltStore) verifyLog(tx *bolt.Tx) (first, last consensus.Index, err error) {
+func (s *Store) verifyLog(tx *bolt.Tx) (first, last consensus.Index, err error) {
 	dec := codec.NewDecoderBytes(nil, s.h)
 	var prev consensus.Entry
 	c := tx.Bucket(bucketLog).Cursor()

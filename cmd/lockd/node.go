@@ -27,7 +27,7 @@ const httpShutdownTimeout = 5 * time.Second
 type node struct {
 	cfg    nodeConfig
 	logger hclog.Logger
-	store  *store.BoltStore
+	store  *store.Store
 	srv    *server.Server
 
 	http     *http.Server // nil when --http-addr is ""
