@@ -45,9 +45,15 @@
 //
 // # Sessions and the lost-lock signal
 //
-// A Session is kept alive by one goroutine (keepalive every TTL/3; a
-// failure is retried within about 200 ms on the next endpoint). It is
-// lost when the server says it does not know it, or when a TTL passed
+// Each session is renewed every TTL/3. A Client renews all of its
+// sessions together with one goroutine: when one is due, every session
+// of the client due within the smallest TTL/6 goes in the same batch call
+// (api.MethodSessionKeepaliveBatch, at most api.MaxKeepaliveBatch ids),
+// so sessions renewed together stay due together and a client with 1,000
+// sessions sends about one call per TTL/3. A failed call is retried
+// within about 200 ms on the next endpoint, for every session in it; a
+// server without the batch method gets one call per session. A session
+// is lost when the server says it does not know it, or when a TTL passed
 // since the last successful keepalive was sent; Done is then closed and
 // Err says why. Locks, semaphores and elections are held through a
 // session; each has a Lost channel, closed when its grant ends.
@@ -75,9 +81,10 @@
 //  6. A watch delivers each revision at most once and in order, and
 //     resumes from the revision after the last one delivered; it ends
 //     with an error (never silently skips) if the history was compacted.
-//  7. Every goroutine (one per session, one per watch or Observe) ends
-//     when its session, context or the Client ends, and Close waits for
-//     them; every channel it hands out is bounded.
+//  7. Every goroutine (one keepalive goroutine per Client while it has
+//     sessions, one per watch or Observe) ends when its sessions, context
+//     or the Client end, and Close waits for them; every channel it hands
+//     out is bounded.
 //
 // This package imports api, session, rpc, hclog and the standard library.
 // It must never import server, consensus, fsm or store.

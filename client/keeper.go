@@ -283,6 +283,7 @@ func (k *keeper) settle(batch []*pending) {
 	failed, firstErr := 0, error(nil)
 	var retryIn time.Duration
 	expiresIn := time.Duration(-1)
+	retry := map[int]time.Duration{}
 	k.mu.Lock()
 	for _, p := range batch {
 		st := k.sessions[p.s]
@@ -305,7 +306,14 @@ func (k *keeper) settle(batch []*pending) {
 			st.next = now
 		default:
 			st.failures++
-			st.next = now.Add(k.c.jitter(min(keepaliveRetryMin<<min(st.failures-1, 8), keepaliveRetryMax)))
+			// One draw per failure count: the sessions of a failed batch
+			// stay together for the retry.
+			d, ok := retry[st.failures]
+			if !ok {
+				d = k.c.jitter(min(keepaliveRetryMin<<min(st.failures-1, 8), keepaliveRetryMax))
+				retry[st.failures] = d
+			}
+			st.next = now.Add(d)
 			failed++
 			if firstErr == nil {
 				firstErr, retryIn = p.err, st.next.Sub(now)
