@@ -14,6 +14,7 @@ import (
 
 	"github.com/lockd/lockd/consensus"
 	"github.com/lockd/lockd/server"
+	"github.com/lockd/lockd/store"
 )
 
 // nodeConfig is everything one lockd process needs to start, checked once
@@ -46,6 +47,9 @@ type nodeConfig struct {
 	SnapshotThreshold uint64
 	SnapshotBytes     int64
 	SnapshotTrailing  int
+	// RaftLog is the raft log backend of a new data dir (store.RaftLogWAL
+	// or store.RaftLogBolt); an existing one keeps its own.
+	RaftLog string
 
 	LogLevel hclog.Level
 	LogJSON  bool
@@ -66,6 +70,7 @@ type rawConfig struct {
 	SnapshotThreshold uint64
 	SnapshotBytes     int64
 	SnapshotTrailing  int
+	RaftLog           string
 	LogLevel          string
 	LogFormat         string
 	Pprof             bool
@@ -84,6 +89,7 @@ func (r rawConfig) validate() (nodeConfig, error) {
 		Name: r.Name, DataDir: r.DataDir, ClientAddr: r.ClientAddr, HTTPAddr: r.HTTPAddr, Pprof: r.Pprof,
 		ClusterID: r.ClusterID, Tick: r.Tick, ElectionTicks: r.ElectionTicks, HeartbeatTicks: r.HeartbeatTicks,
 		SnapshotThreshold: r.SnapshotThreshold, SnapshotBytes: r.SnapshotBytes, SnapshotTrailing: r.SnapshotTrailing,
+		RaftLog: r.RaftLog,
 	}
 	if err := validName(r.Name); err != nil {
 		errs = append(errs, fmt.Errorf("--name: %w", err))
@@ -125,6 +131,11 @@ func (r rawConfig) validate() (nodeConfig, error) {
 	}
 	if r.SnapshotTrailing < 0 {
 		errs = append(errs, fmt.Errorf("--snapshot-trailing %d must not be negative", r.SnapshotTrailing))
+	}
+	switch r.RaftLog {
+	case store.RaftLogWAL, store.RaftLogBolt:
+	default:
+		errs = append(errs, fmt.Errorf("--raft-log %q must be %s or %s", r.RaftLog, store.RaftLogWAL, store.RaftLogBolt))
 	}
 	cfg.LogLevel = hclog.LevelFromString(r.LogLevel)
 	if cfg.LogLevel == hclog.NoLevel {

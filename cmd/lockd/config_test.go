@@ -23,7 +23,7 @@ func defaults() rawConfig {
 		Name: defaultName, ClientAddr: defaultClientAddr, PeerAddr: defaultPeerAddr, HTTPAddr: defaultHTTPAddr,
 		ClusterID: defaultClusterID, Tick: defaultTick, ElectionTicks: defaultElectionTicks, HeartbeatTicks: defaultHeartbeatTicks,
 		SnapshotThreshold: defaultSnapshotThreshold, SnapshotBytes: defaultSnapshotBytes, SnapshotTrailing: defaultSnapshotTrailing,
-		LogLevel: "info", LogFormat: "text",
+		RaftLog: defaultRaftLog, LogLevel: "info", LogFormat: "text",
 	}
 }
 
@@ -204,6 +204,7 @@ func TestFlagsAndEnvVars(t *testing.T) {
 	t.Setenv("LOCKD_SNAPSHOT_THRESHOLD", "5000")
 	t.Setenv("LOCKD_SNAPSHOT_BYTES", "1048576")
 	t.Setenv("LOCKD_SNAPSHOT_TRAILING", "0")
+	t.Setenv("LOCKD_RAFT_LOG", "bolt")
 	t.Setenv("LOCKD_LOG_LEVEL", "debug")
 	t.Setenv("LOCKD_LOG_FORMAT", "json")
 	t.Setenv("LOCKD_PPROF", "true")
@@ -211,7 +212,7 @@ func TestFlagsAndEnvVars(t *testing.T) {
 		Name: "n2", DataDir: "/var/lib/lockd", ClientAddr: "127.0.0.1:8301", PeerAddr: "0.0.0.0:8401", PeerAddrSet: true,
 		InitialCluster: "n1=10.0.0.1:8401,n2=10.0.0.2:8401", ClusterID: "prod", Tick: 50 * time.Millisecond,
 		ElectionTicks: 20, HeartbeatTicks: 2, SnapshotThreshold: 5000, SnapshotBytes: 1 << 20, SnapshotTrailing: 0,
-		LogLevel: "debug", LogFormat: "json", Pprof: true,
+		RaftLog: "bolt", LogLevel: "debug", LogFormat: "json", Pprof: true,
 	}
 	got := parseFlags(t)
 	if got != want {
@@ -239,6 +240,7 @@ func TestBadUsageExitsTwoWithOneLine(t *testing.T) {
 		"malformed cluster":  {"--initial-cluster", "n1=127.0.0.1"},
 		"name not in list":   {"--name", "n9", "--initial-cluster", "n1=127.0.0.1:7401"},
 		"several errors":     {"--tick", "0s", "--log-format", "xml"},
+		"unknown raft log":   {"--raft-log", "lsm"},
 		"dev: too many":      {"dev", "--nodes", "10"},
 		"dev: unknown flag":  {"dev", "--node", "3"},
 		"dev: bad base port": {"dev", "--base-port", "65500"},

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/lockd/lockd/store"
 )
 
 // Flag names shared by the node and by lockd dev (which passes them on).
@@ -23,6 +25,7 @@ const (
 	flagSnapshotThreshold = "snapshot-threshold"
 	flagSnapshotBytes     = "snapshot-bytes"
 	flagSnapshotTrailing  = "snapshot-trailing"
+	flagRaftLog           = "raft-log"
 	flagLogLevel          = "log-level"
 	flagLogFormat         = "log-format"
 	flagPprof             = "pprof"
@@ -42,6 +45,7 @@ const (
 	defaultSnapshotThreshold = 10000
 	defaultSnapshotBytes     = 64 << 20
 	defaultSnapshotTrailing  = 5000
+	defaultRaftLog           = store.RaftLogWAL
 )
 
 const (
@@ -91,6 +95,9 @@ func nodeFlags() []cli.Flag {
 		&cli.IntFlag{Name: flagSnapshotTrailing, Category: catRaft, Value: defaultSnapshotTrailing, EnvVars: env("SNAPSHOT_TRAILING"),
 			Usage: "`ENTRIES` kept in the log before each snapshot when compacting, so a follower less than this far " +
 				"behind catches up from the log instead of by a snapshot transfer (0 keeps none)"},
+		&cli.StringFlag{Name: flagRaftLog, Category: catRaft, Value: defaultRaftLog, EnvVars: env("RAFT_LOG"),
+			Usage: "where a NEW data dir keeps the Raft log: `BACKEND` wal (append-only segments in <data-dir>/wal, " +
+				"one fsync per write) or bolt (in raft.db, two fsyncs per write); an existing data dir keeps the one it was created with"},
 		&cli.StringFlag{Name: flagLogLevel, Category: catOps, Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "log `LEVEL`: trace, debug, info, warn, error or off"},
 		&cli.StringFlag{Name: flagLogFormat, Category: catOps, Value: "text", EnvVars: env("LOG_FORMAT"),
@@ -111,6 +118,7 @@ func rawFromContext(c *cli.Context) rawConfig {
 		SnapshotThreshold: c.Uint64(flagSnapshotThreshold),
 		SnapshotBytes:     c.Int64(flagSnapshotBytes),
 		SnapshotTrailing:  c.Int(flagSnapshotTrailing),
+		RaftLog:           c.String(flagRaftLog),
 		LogLevel:          c.String(flagLogLevel), LogFormat: c.String(flagLogFormat), Pprof: c.Bool(flagPprof),
 	}
 }

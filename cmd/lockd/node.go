@@ -70,7 +70,7 @@ func startNode(cfg nodeConfig, logger hclog.Logger) (_ *node, err error) {
 
 	// The data dir first: a second lockd started by mistake is told that
 	// the dir is in use (and by which pid), not that a port is.
-	n.store, err = store.Open(cfg.DataDir, store.Options{Logger: logger.Named("store")})
+	n.store, err = store.Open(cfg.DataDir, store.Options{Logger: logger.Named("store"), RaftLog: cfg.RaftLog})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return nil, err
