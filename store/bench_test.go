@@ -131,17 +131,29 @@ var payload = []byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV
 
 // benchBatch returns sealed 100-byte entries from index lo.
 func benchBatch(lo consensus.Index, n int) []consensus.Entry {
+	return benchBatchOf(lo, n, payload)
+}
+
+// benchBatchOf returns sealed entries from index lo with data as their data.
+func benchBatchOf(lo consensus.Index, n int, data []byte) []consensus.Entry {
 	ents := make([]consensus.Entry, n)
 	for i := range ents {
-		ents[i] = consensus.Entry{Index: lo + consensus.Index(i), Term: 1, Time: int64(lo), Data: payload}
+		ents[i] = consensus.Entry{Index: lo + consensus.Index(i), Term: 1, Time: int64(lo), Data: data}
 		ents[i].Seal()
 	}
 	return ents
 }
 
-func openBench(b *testing.B, bopts func(Options) *bolt.Options) *Store {
+// benchBackends are the raft log backends the benchmarks compare, with
+// the default segment size for the WAL.
+var benchBackends = []struct {
+	name string
+	opts Options
+}{{RaftLogBolt, boltOptions0}, {RaftLogWAL, Options{RaftLog: RaftLogWAL}}}
+
+func openBench(b *testing.B, o Options) *Store {
 	b.Helper()
-	s, err := open(b.TempDir(), Options{}, bopts, true)
+	s, err := open(b.TempDir(), o, boltOptions, true)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -149,9 +161,14 @@ func openBench(b *testing.B, bopts func(Options) *bolt.Options) *Store {
 	return s
 }
 
-// appendRun appends b.N batches of size n with StoreEntries (or Save with
-// a hard state whose commit index advances, as the driver does).
+// appendRun appends b.N batches of size n of 100-byte entries with
+// StoreEntries (or Save with a hard state whose commit index advances, as
+// the driver does).
 func appendRun(b *testing.B, s *Store, n int, save bool) {
+	appendRunOf(b, s, n, save, payload)
+}
+
+func appendRunOf(b *testing.B, s *Store, n int, save bool, data []byte) {
 	next, err := s.LastIndex()
 	if err != nil {
 		b.Fatal(err)
@@ -160,7 +177,7 @@ func appendRun(b *testing.B, s *Store, n int, save bool) {
 	var l latencies
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		ents := benchBatch(next, n)
+		ents := benchBatchOf(next, n, data)
 		err := l.time(n, func() error {
 			if save {
 				return s.Save(&consensus.HardState{Term: 1, Vote: 1, Commit: next - 1}, ents)
@@ -178,19 +195,40 @@ func appendRun(b *testing.B, s *Store, n int, save bool) {
 
 // BenchmarkAppend: StoreEntries of n 100-byte entries per call.
 func BenchmarkAppend(b *testing.B) {
-	for _, n := range []int{1, 16, 256} {
-		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
-			appendRun(b, openBench(b, boltOptions), n, false)
-		})
+	for _, be := range benchBackends {
+		for _, n := range []int{1, 16, 256} {
+			b.Run(fmt.Sprintf("%s/batch=%d", be.name, n), func(b *testing.B) {
+				appendRun(b, openBench(b, be.opts), n, false)
+			})
+		}
 	}
 }
 
 // BenchmarkSave: Save of n entries and the hard state, the driver's call.
 func BenchmarkSave(b *testing.B) {
-	for _, n := range []int{1, 16, 256} {
-		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
-			appendRun(b, openBench(b, boltOptions), n, true)
-		})
+	for _, be := range benchBackends {
+		for _, n := range []int{1, 16, 256} {
+			b.Run(fmt.Sprintf("%s/batch=%d", be.name, n), func(b *testing.B) {
+				appendRun(b, openBench(b, be.opts), n, true)
+			})
+		}
+	}
+}
+
+// BenchmarkSave256: bolt against the WAL, Save of 1 and of 64 entries of
+// 256 bytes with the hard state, each durable (real fdatasync). The WAL
+// rolls over to a new segment every 64 MiB, which a long run includes.
+func BenchmarkSave256(b *testing.B) {
+	data := make([]byte, 256)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	for _, n := range []int{1, 64} {
+		for _, be := range benchBackends {
+			b.Run(fmt.Sprintf("batch=%d/%s", n, be.name), func(b *testing.B) {
+				appendRunOf(b, openBench(b, be.opts), n, true, data)
+			})
+		}
 	}
 }
 
@@ -206,7 +244,12 @@ func fill(b testing.TB, s *Store, lo, hi consensus.Index) {
 
 // BenchmarkEntries1000: reading a 1,000-entry range (decode + checksum).
 func BenchmarkEntries1000(b *testing.B) {
-	s := openBench(b, boltOptions)
+	for _, be := range benchBackends {
+		b.Run(be.name, func(b *testing.B) { benchEntries1000(b, openBench(b, be.opts)) })
+	}
+}
+
+func benchEntries1000(b *testing.B, s *Store) {
 	fill(b, s, 1, 20000)
 	var l latencies
 	b.ResetTimer()
@@ -230,7 +273,12 @@ func BenchmarkEntries1000(b *testing.B) {
 // BenchmarkDeletePrefix100k: compacting 100,000 entries off the front of
 // a 101,000-entry log in one call.
 func BenchmarkDeletePrefix100k(b *testing.B) {
-	s := openBench(b, boltOptions)
+	for _, be := range benchBackends {
+		b.Run(be.name, func(b *testing.B) { benchDeletePrefix100k(b, openBench(b, be.opts)) })
+	}
+}
+
+func benchDeletePrefix100k(b *testing.B, s *Store) {
 	var l latencies
 	next := consensus.Index(1)
 	b.ResetTimer()
@@ -251,8 +299,14 @@ func BenchmarkDeletePrefix100k(b *testing.B) {
 // BenchmarkOpen100k: Open (with its full verification) and Close of a
 // store holding 100,000 entries: the start-up cost.
 func BenchmarkOpen100k(b *testing.B) {
+	for _, be := range benchBackends {
+		b.Run(be.name, func(b *testing.B) { benchOpen100k(b, be.opts) })
+	}
+}
+
+func benchOpen100k(b *testing.B, o Options) {
 	dir := b.TempDir()
-	s, err := Open(dir, Options{})
+	s, err := Open(dir, o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -262,7 +316,7 @@ func BenchmarkOpen100k(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		err := l.time(0, func() error {
-			s, err := Open(dir, Options{})
+			s, err := Open(dir, o)
 			if err != nil {
 				return err
 			}
@@ -329,7 +383,7 @@ func TestMeasureBoltOptions(t *testing.T) {
 			return b
 		}
 		dir := t.TempDir()
-		s, err := open(dir, Options{}, bo, true)
+		s, err := open(dir, boltOptions0, bo, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -379,7 +433,7 @@ func TestMeasureBoltOptions(t *testing.T) {
 			return b
 		}
 		start := time.Now()
-		s, err := open(st.dir, Options{}, bo, true)
+		s, err := open(st.dir, boltOptions0, bo, true)
 		if err != nil {
 			t.Fatal(err)
 		}
