@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -68,9 +69,9 @@ type Options struct {
 	// Default DefaultInitialMmapSize (256 MiB).
 	InitialMmapSize int
 	// RaftLog chooses where a NEW data dir keeps the Raft log and hard
-	// state: RaftLogWAL (the default, "" too) or RaftLogBolt. A data dir
-	// keeps the backend it was created with; a different choice here is
-	// logged and ignored.
+	// state: RaftLogWAL or RaftLogBolt; "" is the default, RaftLogWAL. A
+	// data dir keeps the backend it was created with; a different choice
+	// given here is logged (Warn) and ignored.
 	RaftLog string
 	// WALSegmentSize is the size of each WAL segment file, preallocated
 	// in full. Default DefaultWALSegmentSize (64 MiB); at least 4 KiB.
@@ -88,9 +89,7 @@ func (o *Options) validate() error {
 		return fmt.Errorf("initial mmap size %d must not be negative", o.InitialMmapSize)
 	}
 	switch o.RaftLog {
-	case "":
-		o.RaftLog = RaftLogWAL
-	case RaftLogWAL, RaftLogBolt:
+	case "", RaftLogWAL, RaftLogBolt:
 	default:
 		return fmt.Errorf("raft log backend %q is unknown: use %q or %q", o.RaftLog, RaftLogWAL, RaftLogBolt)
 	}
@@ -288,8 +287,8 @@ func openLocked(dir, path string, create bool, opts Options, bopts func(Options)
 		return nil, err
 	}
 	if isNew {
-		backend = opts.RaftLog
-	} else if backend != opts.RaftLog {
+		backend = cmp.Or(opts.RaftLog, RaftLogWAL)
+	} else if opts.RaftLog != "" && backend != opts.RaftLog {
 		s.logger.Warn("the data dir keeps the raft log backend it was created with, not the one asked for",
 			"raft_log", backend, "asked", opts.RaftLog, "dir", dir)
 	}

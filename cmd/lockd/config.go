@@ -48,7 +48,8 @@ type nodeConfig struct {
 	SnapshotBytes     int64
 	SnapshotTrailing  int
 	// RaftLog is the raft log backend of a new data dir (store.RaftLogWAL
-	// or store.RaftLogBolt); an existing one keeps its own.
+	// or store.RaftLogBolt; "": the store's default, the WAL); an existing
+	// one keeps its own.
 	RaftLog string
 
 	LogLevel hclog.Level
@@ -133,7 +134,7 @@ func (r rawConfig) validate() (nodeConfig, error) {
 		errs = append(errs, fmt.Errorf("--snapshot-trailing %d must not be negative", r.SnapshotTrailing))
 	}
 	switch r.RaftLog {
-	case store.RaftLogWAL, store.RaftLogBolt:
+	case "", store.RaftLogWAL, store.RaftLogBolt:
 	default:
 		errs = append(errs, fmt.Errorf("--raft-log %q must be %s or %s", r.RaftLog, store.RaftLogWAL, store.RaftLogBolt))
 	}

@@ -23,7 +23,7 @@ func defaults() rawConfig {
 		Name: defaultName, ClientAddr: defaultClientAddr, PeerAddr: defaultPeerAddr, HTTPAddr: defaultHTTPAddr,
 		ClusterID: defaultClusterID, Tick: defaultTick, ElectionTicks: defaultElectionTicks, HeartbeatTicks: defaultHeartbeatTicks,
 		SnapshotThreshold: defaultSnapshotThreshold, SnapshotBytes: defaultSnapshotBytes, SnapshotTrailing: defaultSnapshotTrailing,
-		RaftLog: defaultRaftLog, LogLevel: "info", LogFormat: "text",
+		LogLevel: "info", LogFormat: "text",
 	}
 }
 

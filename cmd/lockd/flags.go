@@ -45,7 +45,6 @@ const (
 	defaultSnapshotThreshold = 10000
 	defaultSnapshotBytes     = 64 << 20
 	defaultSnapshotTrailing  = 5000
-	defaultRaftLog           = store.RaftLogWAL
 )
 
 const (
@@ -95,9 +94,10 @@ func nodeFlags() []cli.Flag {
 		&cli.IntFlag{Name: flagSnapshotTrailing, Category: catRaft, Value: defaultSnapshotTrailing, EnvVars: env("SNAPSHOT_TRAILING"),
 			Usage: "`ENTRIES` kept in the log before each snapshot when compacting, so a follower less than this far " +
 				"behind catches up from the log instead of by a snapshot transfer (0 keeps none)"},
-		&cli.StringFlag{Name: flagRaftLog, Category: catRaft, Value: defaultRaftLog, EnvVars: env("RAFT_LOG"),
+		&cli.StringFlag{Name: flagRaftLog, Category: catRaft, EnvVars: env("RAFT_LOG"), DefaultText: store.RaftLogWAL,
 			Usage: "where a NEW data dir keeps the Raft log: `BACKEND` wal (append-only segments in <data-dir>/wal, " +
-				"one fsync per write) or bolt (in raft.db, two fsyncs per write); an existing data dir keeps the one it was created with"},
+				"one fsync per write) or bolt (in raft.db, two fsyncs per write); an existing data dir keeps the one it " +
+				"was created with (a different value given here is logged and ignored)"},
 		&cli.StringFlag{Name: flagLogLevel, Category: catOps, Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "log `LEVEL`: trace, debug, info, warn, error or off"},
 		&cli.StringFlag{Name: flagLogFormat, Category: catOps, Value: "text", EnvVars: env("LOG_FORMAT"),
