@@ -30,6 +30,9 @@ type spec struct {
 	once bool
 	// ep pins the call to one endpoint: one attempt, no rotation.
 	ep *endpoint
+	// leader marks a call the leader serves (writes always are): it goes
+	// to the leader's endpoint when the client knows it (route.go).
+	leader bool
 }
 
 // do runs one logical call: attempts on the current endpoint, and on a
@@ -57,12 +60,17 @@ func do[Resp any](c *Client, ctx context.Context, s spec, req any) (_ *Resp, err
 		}()
 		ln.seq++
 		*s.write = api.WriteHeader{ClientID: ln.id, Seq: ln.seq}
+		s.leader = true
 	}
 	n := len(c.endpoints)
 	for attempt := 1; ; attempt++ {
-		ep, idx := c.current()
-		if s.ep != nil {
-			ep = s.ep
+		var (
+			ep     = s.ep
+			idx    uint32
+			routed bool
+		)
+		if ep == nil {
+			ep, idx, routed = c.route.pick(s)
 		}
 		resp := new(Resp)
 		err := c.attempt(ctx, ep, s, req, resp)
@@ -70,13 +78,23 @@ func do[Resp any](c *Client, ctx context.Context, s spec, req any) (_ *Resp, err
 			return resp, nil
 		}
 		err = translate(err)
+		if c.ctx.Err() != nil {
+			// Close cancels ctx through an AfterFunc goroutine, which may
+			// not have run yet when the closed connection fails the call.
+			return nil, gaveUp(c.ctx, err)
+		}
 		if ctx.Err() != nil {
 			return nil, gaveUp(ctx, err)
 		}
 		if s.ep != nil || !retryable(err) {
 			return nil, err
 		}
-		c.rotate(idx, err)
+		if routed {
+			c.route.failed(ep)
+		}
+		if ep == c.endpoints[idx] {
+			c.rotate(idx, err)
+		}
 		if s.once {
 			return nil, err
 		}

@@ -25,6 +25,7 @@ type Client struct {
 
 	endpoints []*endpoint
 	cur       atomic.Uint32 // index of the endpoint calls go to
+	route     *router       // the leader's endpoint, for leader-bound calls
 
 	lanes  *lanePool
 	keeper *keeper // renews every session's keepalive together
@@ -78,6 +79,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.lanes = newLanePool(id, cfg.MaxConcurrentWrites)
 	c.keeper = newKeeper(c)
+	c.route = newRouter(c)
 	for i, addr := range cfg.Endpoints {
 		rc, err := rpc.NewClient(addr, rpc.ClientConfig{
 			ClusterID: cfg.ClusterID, Name: cfg.Name, TLS: cfg.TLS,

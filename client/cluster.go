@@ -17,7 +17,7 @@ func (c *Client) Locks(ctx context.Context, prefix string, opts ...OpOption) (*a
 		return nil, err
 	}
 	req := &api.LockListRequest{Read: o.readHeader(), Prefix: prefix}
-	return do[api.LockListResponse](c, ctx, spec{method: api.MethodLockList}, req)
+	return do[api.LockListResponse](c, ctx, spec{method: api.MethodLockList, leader: !o.stale}, req)
 }
 
 // CheckToken asks whether token is a grant that lock name still has: what
@@ -34,7 +34,7 @@ func (c *Client) CheckToken(ctx context.Context, name string, token uint64, opts
 		return nil, err
 	}
 	req := &api.LockCheckRequest{Read: o.readHeader(), Name: name, Token: token}
-	return do[api.LockCheckResponse](c, ctx, spec{method: api.MethodLockCheck}, req)
+	return do[api.LockCheckResponse](c, ctx, spec{method: api.MethodLockCheck, leader: !o.stale}, req)
 }
 
 // Sessions lists the cluster's sessions. Options: WithStale.
@@ -44,7 +44,7 @@ func (c *Client) Sessions(ctx context.Context, opts ...OpOption) (*api.SessionLi
 		return nil, err
 	}
 	req := &api.SessionListRequest{Read: o.readHeader()}
-	return do[api.SessionListResponse](c, ctx, spec{method: api.MethodSessionList}, req)
+	return do[api.SessionListResponse](c, ctx, spec{method: api.MethodSessionList, leader: !o.stale}, req)
 }
 
 // SessionInfo describes one session (api.ErrSessionNotFound if it does not
@@ -55,7 +55,7 @@ func (c *Client) SessionInfo(ctx context.Context, id session.ID, opts ...OpOptio
 		return nil, err
 	}
 	req := &api.SessionInfoRequest{Read: o.readHeader(), ID: id}
-	return do[api.SessionInfoResponse](c, ctx, spec{method: api.MethodSessionInfo}, req)
+	return do[api.SessionInfoResponse](c, ctx, spec{method: api.MethodSessionInfo, leader: !o.stale}, req)
 }
 
 // Status returns the cluster's status as one node (the current endpoint,

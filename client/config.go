@@ -56,6 +56,13 @@ type Config struct {
 	// from crypto/rand.
 	Seed uint64
 
+	// NoLeaderRouting sends every call to the current endpoint, which
+	// forwards what the leader must serve. By default the client finds
+	// which endpoint is the leader (status calls, rechecked every few
+	// seconds) and sends writes, linearizable reads and keepalives there
+	// directly, which saves a hop and the forwarding node's CPU.
+	NoLeaderRouting bool
+
 	// MaxConcurrentWrites bounds the writes one Client has in flight at
 	// once (each holds an exactly-once lane while it runs, retries
 	// included); more wait. Default 1024.

@@ -141,6 +141,14 @@ func (n *fakeNode) register(t *testing.T) {
 	must(rpc.Handle(s, rpc.Method(api.MethodClusterStatus), "cluster.status", func(ctx context.Context, req *api.ClusterStatusRequest) (*api.ClusterStatusResponse, error) {
 		return unary[api.ClusterStatusResponse](n, ctx, api.MethodClusterStatus, nil, func(c *fakeCluster) (any, error) {
 			resp := &api.ClusterStatusResponse{Node: api.MemberStatus{ID: 1, Name: n.name, Role: "leader"}, Leader: 1, Term: 1}
+			n.mu.Lock()
+			if n.id != 0 {
+				resp.Node.ID, resp.Leader, resp.Node.Role = n.id, n.leader, "follower"
+				if n.leader == n.id {
+					resp.Node.Role = "leader"
+				}
+			}
+			n.mu.Unlock()
 			for _, o := range c.nodes {
 				resp.Members = append(resp.Members, api.MemberStatus{Name: o.name})
 			}

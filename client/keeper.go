@@ -235,7 +235,7 @@ func (k *keeper) sendBatch(batch []*pending, timeout time.Duration) error {
 		req.IDs[i] = p.s.id
 	}
 	sent := time.Now()
-	resp, err := do[api.SessionKeepaliveBatchResponse](k.c, k.c.ctx, spec{method: api.MethodSessionKeepaliveBatch, once: true, timeout: timeout}, req)
+	resp, err := do[api.SessionKeepaliveBatchResponse](k.c, k.c.ctx, spec{method: api.MethodSessionKeepaliveBatch, leader: true, once: true, timeout: timeout}, req)
 	if err == nil && len(resp.Results) != len(batch) {
 		err = fmt.Errorf("the server answered a batch keepalive of %d sessions with %d results", len(batch), len(resp.Results))
 	}
@@ -262,7 +262,7 @@ func (k *keeper) sendSingles(batch []*pending, timeout time.Duration) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			p.sent = time.Now()
-			resp, err := do[api.SessionKeepaliveResponse](k.c, k.c.ctx, spec{method: api.MethodSessionKeepalive, once: true, timeout: timeout},
+			resp, err := do[api.SessionKeepaliveResponse](k.c, k.c.ctx, spec{method: api.MethodSessionKeepalive, leader: true, once: true, timeout: timeout},
 				&api.SessionKeepaliveRequest{ID: p.s.id})
 			p.ttl, p.err = 0, err
 			if err == nil {

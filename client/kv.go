@@ -28,7 +28,7 @@ func (kv *KV) Get(ctx context.Context, key string, opts ...OpOption) (*api.KVGet
 		return nil, err
 	}
 	req := &api.KVGetRequest{Read: o.readHeader(), Key: key}
-	return do[api.KVGetResponse](kv.c, ctx, spec{method: api.MethodKVGet}, req)
+	return do[api.KVGetResponse](kv.c, ctx, spec{method: api.MethodKVGet, leader: !o.stale}, req)
 }
 
 // Put sets a key, returning the revision of the change and the previous
@@ -75,7 +75,7 @@ func (kv *KV) List(ctx context.Context, prefix string, opts ...OpOption) (*api.K
 		return nil, err
 	}
 	req := &api.KVListRequest{Read: o.readHeader(), Prefix: prefix, Start: o.start, Limit: o.limit}
-	return do[api.KVListResponse](kv.c, ctx, spec{method: api.MethodKVList}, req)
+	return do[api.KVListResponse](kv.c, ctx, spec{method: api.MethodKVList, leader: !o.stale}, req)
 }
 
 // Txn is a transaction: if every compare in If holds, the Then operations

@@ -23,7 +23,7 @@ import (
 // the members after the change.
 func (c *Client) MemberAdd(ctx context.Context, name, peerAddr string, learner bool) (*api.MemberChangeResponse, error) {
 	req := &api.MemberAddRequest{Name: name, PeerAddr: peerAddr, Learner: learner}
-	resp, err := do[api.MemberChangeResponse](c, ctx, spec{method: api.MethodMemberAdd}, req)
+	resp, err := do[api.MemberChangeResponse](c, ctx, spec{leader: true, method: api.MethodMemberAdd}, req)
 	if err != nil {
 		return nil, fmt.Errorf("adding member %s (%s): %w", name, peerAddr, err)
 	}
@@ -32,7 +32,7 @@ func (c *Client) MemberAdd(ctx context.Context, name, peerAddr string, learner b
 
 // MemberPromote makes the learner name a voter.
 func (c *Client) MemberPromote(ctx context.Context, name string) (*api.MemberChangeResponse, error) {
-	resp, err := do[api.MemberChangeResponse](c, ctx, spec{method: api.MethodMemberPromote}, &api.MemberPromoteRequest{Name: name})
+	resp, err := do[api.MemberChangeResponse](c, ctx, spec{leader: true, method: api.MethodMemberPromote}, &api.MemberPromoteRequest{Name: name})
 	if err != nil {
 		return nil, fmt.Errorf("promoting member %s: %w", name, err)
 	}
@@ -42,7 +42,7 @@ func (c *Client) MemberPromote(ctx context.Context, name string) (*api.MemberCha
 // MemberRemove removes the member name. Removing the leader first hands
 // leadership to another voter.
 func (c *Client) MemberRemove(ctx context.Context, name string) (*api.MemberChangeResponse, error) {
-	resp, err := do[api.MemberChangeResponse](c, ctx, spec{method: api.MethodMemberRemove}, &api.MemberRemoveRequest{Name: name})
+	resp, err := do[api.MemberChangeResponse](c, ctx, spec{leader: true, method: api.MethodMemberRemove}, &api.MemberRemoveRequest{Name: name})
 	if err != nil {
 		return nil, fmt.Errorf("removing member %s: %w", name, err)
 	}
@@ -52,7 +52,7 @@ func (c *Client) MemberRemove(ctx context.Context, name string) (*api.MemberChan
 // LeaderTransfer hands leadership to the voter to, or, if to is "", to
 // the most up-to-date voter, and returns the leader after it.
 func (c *Client) LeaderTransfer(ctx context.Context, to string) (*api.LeaderTransferResponse, error) {
-	resp, err := do[api.LeaderTransferResponse](c, ctx, spec{method: api.MethodLeaderTransfer}, &api.LeaderTransferRequest{To: to})
+	resp, err := do[api.LeaderTransferResponse](c, ctx, spec{method: api.MethodLeaderTransfer, leader: true}, &api.LeaderTransferRequest{To: to})
 	if err != nil {
 		if to == "" {
 			return nil, fmt.Errorf("leadership transfer: %w", err)

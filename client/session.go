@@ -118,7 +118,7 @@ func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 func (c *Client) resumeSession(ctx context.Context, id session.ID) (*Session, error) {
 	req := &api.SessionKeepaliveRequest{ID: id}
 	sent := time.Now()
-	ka, err := do[api.SessionKeepaliveResponse](c, ctx, spec{method: api.MethodSessionKeepalive}, req)
+	ka, err := do[api.SessionKeepaliveResponse](c, ctx, spec{method: api.MethodSessionKeepalive, leader: true}, req)
 	if err != nil {
 		return nil, fmt.Errorf("resuming session %s: %w", id, err)
 	}
