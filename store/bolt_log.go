@@ -141,12 +141,13 @@ func (s *Store) decodeAt(dec *codec.Decoder, want consensus.Index, k, v []byte) 
 }
 
 // StoreEntries implements consensus.LogStore: the batch replaces every
-// stored entry from ents[0].Index on, in one transaction, durable on
-// return.
+// stored entry from ents[0].Index on, in one transaction (bbolt) or one
+// record (WAL), durable on return.
 func (s *Store) StoreEntries(ents []consensus.Entry) error { return s.save(nil, ents) }
 
 // Save implements consensus.BatchStore: the entries (as StoreEntries) and
-// the hard state (if hs is not nil) in one transaction, durable on return.
+// the hard state (if hs is not nil) in one transaction (bbolt) or one
+// record, one write and one fdatasync (WAL), durable on return.
 func (s *Store) Save(hs *consensus.HardState, ents []consensus.Entry) error {
 	return s.save(hs, ents)
 }
@@ -314,8 +315,10 @@ func (s *Store) putEntries(tx *bolt.Tx, ents []consensus.Entry) error {
 }
 
 // DeletePrefix implements consensus.LogStore: entries up to and including
-// index are removed in one transaction (compaction after a snapshot). An
-// index past the end empties the log.
+// index are removed (compaction after a snapshot), in one transaction
+// (bbolt), or by a durable record of the new first index after which the
+// WAL deletes the segments that hold nothing newer. An index past the end
+// empties the log.
 func (s *Store) DeletePrefix(index consensus.Index) error {
 	if s.wal != nil {
 		if err := s.wal.deletePrefix(index); err != nil {

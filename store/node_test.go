@@ -15,15 +15,15 @@ import (
 	"github.com/lockd/lockd/store"
 )
 
-// These tests run consensus.Node on real BoltStores: the driver's
-// contract with its storage, end to end.
+// These tests run consensus.Node on real Stores (the default backend, the
+// WAL): the driver's contract with its storage, end to end.
 
 const (
 	nodeTick    = 10 * time.Millisecond
 	nodeTimeout = 15 * time.Second
 )
 
-// durableStore is a BoltStore that remembers which entries it has made
+// durableStore is a Store that remembers which entries it has made
 // durable: the term of every index whose Save or StoreEntries returned.
 type durableStore struct {
 	*store.Store

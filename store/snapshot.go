@@ -69,7 +69,7 @@ type SnapshotOptions struct {
 
 // FileSnapshotStore keeps snapshots as files in one directory. It is safe
 // for concurrent use. It takes no lock of its own: keep its directory
-// inside a data dir held by a BoltStore.
+// inside a data dir held by a Store.
 type FileSnapshotStore struct {
 	dir    string
 	retain int
