@@ -180,6 +180,13 @@ func NewCodec() *Codec {
 // Encode encodes c, stamping the current version.
 func (cd *Codec) Encode(c *Command) ([]byte, error) {
 	c.Version = CommandVersion
+	if isPlainPut(c) {
+		return appendPut(make([]byte, 0, 32+len(c.Put.Key)+len(c.Put.Value)), c), nil
+	}
+	return cd.encodeGeneric(c)
+}
+
+func (cd *Codec) encodeGeneric(c *Command) ([]byte, error) {
 	var b []byte
 	enc := cd.encs.Get().(*codec.Encoder)
 	enc.ResetBytes(&b)
@@ -195,6 +202,16 @@ func (cd *Codec) Encode(c *Command) ([]byte, error) {
 // Decode decodes and checks a command. Undecodable or inconsistent input
 // is an *api.Error, never a panic.
 func (cd *Codec) Decode(b []byte) (c *Command, err error) {
+	c, ok := decodePut(b)
+	if !ok {
+		if c, err = cd.decodeGeneric(b); err != nil {
+			return nil, err
+		}
+	}
+	return c.checked()
+}
+
+func (cd *Codec) decodeGeneric(b []byte) (c *Command, err error) {
 	dec := cd.decs.Get().(*codec.Decoder)
 	defer func() {
 		// The decoder is meant to return errors, but input from a log or a
@@ -212,6 +229,12 @@ func (cd *Codec) Decode(b []byte) (c *Command, err error) {
 	if err := dec.Decode(c); err != nil {
 		return nil, api.Errorf(api.CodeInvalid, "undecodable command (%d bytes): %v", len(b), err)
 	}
+	return c, nil
+}
+
+// checked returns c if it is a command of this version with the body its
+// Kind names.
+func (c *Command) checked() (*Command, error) {
 	if c.Version != CommandVersion {
 		return nil, api.Errorf(api.CodeUnsupported, "command version %d is not supported (this node understands version %d); upgrade this node", c.Version, CommandVersion)
 	}
