@@ -131,6 +131,12 @@ func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal,
 	}
 	w := &wal{dir: dir, segSize: segSize, logger: logger}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			w.cancel()
+		}
+	}()
 	seqs, err := listSegments(dir, logger)
 	if err != nil {
 		return nil, err
@@ -143,6 +149,7 @@ func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal,
 		if _, err := w.roll(nil); err != nil {
 			return nil, fmt.Errorf("creating the first WAL segment: %w", err)
 		}
+		ok = true
 		return w, nil
 	}
 	r, err := replayWAL(dir, seqs, false)
@@ -168,6 +175,7 @@ func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal,
 	}
 	w.idx, w.hs, w.segs, w.cur, w.curSize, w.off = r.idx, r.hs, seqs, f, r.size, r.end
 	w.maybePrepare()
+	ok = true
 	return w, nil
 }
 
@@ -199,6 +207,12 @@ type replayed struct {
 // open has cleared it. Everything else that fails a check is a
 // *CorruptError.
 func replayWAL(dir string, seqs []uint64, verifying bool) (replayed, error) {
+	return replaySegments(dir, seqs, os.ReadFile, verifying)
+}
+
+// replaySegments is replayWAL reading each segment with readFile (the
+// fuzz test replays bytes held in memory).
+func replaySegments(dir string, seqs []uint64, readFile func(string) ([]byte, error), verifying bool) (replayed, error) {
 	var r replayed
 	var wents []walEntry
 	var locs []entryLoc
@@ -207,7 +221,7 @@ func replayWAL(dir string, seqs []uint64, verifying bool) (replayed, error) {
 		corrupt := func(what string, args ...any) error {
 			return &CorruptError{Path: path, What: fmt.Sprintf(what, args...)}
 		}
-		buf, err := os.ReadFile(path)
+		buf, err := readFile(path)
 		if err != nil {
 			return replayed{}, fmt.Errorf("reading WAL segment: %w", err)
 		}
