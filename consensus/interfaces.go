@@ -5,8 +5,8 @@ import (
 	"io"
 )
 
-// LogStore is the durable Raft log. Implementations: store.BoltStore, and
-// inmem.LogStore for tests.
+// LogStore is the durable Raft log. Implementations: store.Store (a WAL or
+// bbolt), and inmem.LogStore for tests.
 type LogStore interface {
 	// FirstIndex is the index of the first stored entry; LastIndex of the
 	// last. Both are 0 for an empty log.

@@ -53,7 +53,7 @@ type Config struct {
 	PeerListener   net.Listener
 
 	// LogStore and StableStore persist Raft state (one object for group
-	// commit, e.g. store.BoltStore).
+	// commit, e.g. store.Store).
 	LogStore    consensus.LogStore
 	StableStore consensus.StableStore
 	// SnapshotStore keeps fsm snapshots (e.g. store.FileSnapshotStore in
