@@ -22,7 +22,7 @@ const (
 	DefaultMaxPendingProposals = 4096
 	DefaultMaxPendingReads     = 4096
 	DefaultInboxSize           = 4096
-	DefaultSnapshotEntries     = 10000
+	DefaultSnapshotEntries     = 50000
 	DefaultSnapshotBytes       = 64 << 20
 	DefaultSnapshotTimeout     = 5 * time.Minute
 )
@@ -94,7 +94,11 @@ type NodeConfig struct {
 	SnapshotStore SnapshotStore
 	// SnapshotEntries and SnapshotBytes: a snapshot is taken once this many
 	// entries, or entries of this many bytes (Entry.Size), were applied
-	// since the last one. Defaults 10,000 entries and 64 MiB.
+	// since the last one. Defaults 50,000 entries and 64 MiB: a snapshot
+	// encodes the whole state, so under a write load over a large key
+	// space every 10,000 entries cost the leader about 9 % of its CPU;
+	// the price is up to 50,000 entries held in memory (etcd's default is
+	// 100,000).
 	SnapshotEntries int
 	SnapshotBytes   int64
 	// SnapshotTrailing is how many entries before a snapshot stay in the

@@ -42,7 +42,7 @@ const (
 	defaultTick              = 100 * time.Millisecond
 	defaultElectionTicks     = 10
 	defaultHeartbeatTicks    = 1
-	defaultSnapshotThreshold = 10000
+	defaultSnapshotThreshold = 50000
 	defaultSnapshotBytes     = 64 << 20
 	defaultSnapshotTrailing  = 5000
 )
