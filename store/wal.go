@@ -42,6 +42,9 @@ type wal struct {
 	dir     string
 	segSize int64
 	logger  hclog.Logger
+	// syncDir makes the WAL dir's entries durable: the package's syncDir,
+	// which a test wraps to see when the dir is synced.
+	syncDir func(dir string) error
 
 	mu     sync.Mutex // protects everything below
 	closed bool
@@ -129,7 +132,7 @@ func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal,
 	if err := mkdirDurable(dir); err != nil {
 		return nil, fmt.Errorf("creating WAL dir: %w", err)
 	}
-	w := &wal{dir: dir, segSize: segSize, logger: logger}
+	w := &wal{dir: dir, segSize: segSize, logger: logger, syncDir: syncDir}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -570,7 +573,7 @@ func (w *wal) roll(rec []byte) (int64, error) {
 		p.discard()
 		return 0, fmt.Errorf("naming WAL segment %s: %w", path, err)
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := w.syncDir(w.dir); err != nil {
 		p.f.Close()
 		return 0, err
 	}

@@ -212,7 +212,11 @@ func (w *wal) deletePrefix(index consensus.Index) error {
 		keepFrom = l.seq
 	}
 	removed := 0
-	// Oldest first: a crash part way leaves the newer ones, without a gap.
+	// Oldest first, and the dir synced after each delete: the unlinks of
+	// one dir reach the disk in no promised order otherwise, and a power
+	// loss that kept an older segment but lost a newer one would leave a
+	// gap in the numbering, which Open refuses. A crash part way through
+	// leaves the newer segments, without a gap.
 	for len(w.segs) > 1 && w.segs[0] < keepFrom {
 		path := segPath(w.dir, w.segs[0])
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -223,10 +227,11 @@ func (w *wal) deletePrefix(index consensus.Index) error {
 		}
 		w.segs = w.segs[1:]
 		removed++
-	}
-	if removed > 0 {
-		if err := syncDir(w.dir); err != nil {
-			w.logger.Warn("syncing the WAL dir after deleting segments failed", "error", err)
+		if err := w.syncDir(w.dir); err != nil {
+			// The next delete could overtake this one on disk: stop here
+			// and let the next compaction go on.
+			w.logger.Warn("syncing the WAL dir after deleting a segment failed; the rest are deleted at the next compaction", "segment", path, "error", err)
+			break
 		}
 	}
 	w.logger.Debug("log prefix deleted", "through", index, "segments_deleted", removed, "segments", len(w.segs), "took", time.Since(start))

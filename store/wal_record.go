@@ -218,12 +218,18 @@ func decodeSegHeader(p []byte) (segHeader, error) {
 	if p[0] != walVersion {
 		return segHeader{}, fmt.Errorf("WAL format version %d, this lockd reads version %d: %w", p[0], walVersion, errUnknownVersion)
 	}
-	return segHeader{
+	h := segHeader{
 		seq:   binary.LittleEndian.Uint64(p[1:]),
 		first: consensus.Index(binary.LittleEndian.Uint64(p[9:])),
 		last:  consensus.Index(binary.LittleEndian.Uint64(p[17:])),
 		hs:    readHardState(p[25:]),
-	}, nil
+	}
+	// The WAL writes 0, 0 (empty) or 1 <= first <= last. Anything else
+	// would hand the node a log whose first index is past its last.
+	if (h.first == 0) != (h.last == 0) || h.first > h.last {
+		return segHeader{}, fmt.Errorf("segment header says the log was [%d, %d], which no log can be", h.first, h.last)
+	}
+	return h, nil
 }
 
 // walEntry is one entry as found in a record: where it is, and its index
