@@ -30,8 +30,26 @@ const DBFileName = "raft.db"
 // DefaultInitialMmapSize is Options.InitialMmapSize's default.
 const DefaultInitialMmapSize = 256 << 20
 
-// formatVersion is the layout of the buckets; stored under meta/format.
-const formatVersion = 1
+// Store formats: the layout of the buckets, stored under meta/format. A
+// lockd from before the WAL knows only formatBolt and refuses any higher
+// number as newer than itself. A WAL dir's bbolt file holds neither the
+// log nor the hard state, so it carries formatWAL: an older lockd must
+// refuse it, not open it as an empty bbolt log and start with term 0, no
+// vote and no entries. A bbolt dir keeps formatBolt, which older lockds
+// open correctly.
+const (
+	formatBolt    = 1
+	formatWAL     = 2
+	formatVersion = formatWAL // the newest this lockd reads
+)
+
+// formatOf is the store format of a new dir with backend.
+func formatOf(backend string) consensus.Index {
+	if backend == RaftLogWAL {
+		return formatWAL
+	}
+	return formatBolt
+}
 
 var (
 	bucketLog    = []byte("log")
@@ -329,21 +347,33 @@ func (s *Store) readBackend() (backend string, isNew bool, err error) {
 			isNew = true
 			return nil
 		}
-		backend, err = s.checkRaftLog(meta.Get(keyRaftLog))
+		backend, _, err = s.dirBackend(meta)
 		return err
 	})
 	return backend, isNew, err
 }
 
-// checkRaftLog checks the stored raft log backend.
-func (s *Store) checkRaftLog(v []byte) (string, error) {
-	switch string(v) {
-	case "", RaftLogBolt:
-		return RaftLogBolt, nil
-	case RaftLogWAL:
-		return RaftLogWAL, nil
+// dirBackend checks the format and raft log backend records of an
+// existing file and returns the backend and the format.
+func (s *Store) dirBackend(meta *bolt.Bucket) (backend string, format consensus.Index, err error) {
+	format, err = s.checkFormat(meta.Get(keyFormat))
+	if err != nil {
+		return "", 0, err
 	}
-	return "", fmt.Errorf("%s keeps its raft log in %q, which this lockd does not know: run a newer lockd", s.path, shortHex(v))
+	switch v := meta.Get(keyRaftLog); string(v) {
+	case "", RaftLogBolt:
+		if format == formatWAL {
+			return "", 0, &CorruptError{Path: s.path, What: fmt.Sprintf(
+				"store format %d is a WAL data dir's, but the raft log backend record says %q", format, v)}
+		}
+		return RaftLogBolt, format, nil
+	case RaftLogWAL:
+		// Format 1 here: written by a lockd from before WAL dirs had a
+		// format of their own; initBuckets marks it.
+		return RaftLogWAL, format, nil
+	default:
+		return "", 0, fmt.Errorf("%s keeps its raft log in %q, which this lockd does not know: run a newer lockd", s.path, shortHex(v))
+	}
 }
 
 // openBolt opens the file. bbolt panics on some corrupt pages (it walks
@@ -384,16 +414,19 @@ func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 // initBuckets creates the buckets of a new file, with its format and
 // raft log backend, and checks the format of an existing one. It writes
 // only when something is missing.
+// A WAL dir whose format record predates formatWAL gets it here.
 func (s *Store) initBuckets(backend string) error {
-	ready := false
+	ready, mark := false, false
 	err := s.db.View(func(tx *bolt.Tx) error {
 		ready = tx.Bucket(bucketLog) != nil && tx.Bucket(bucketStable) != nil && tx.Bucket(bucketMeta) != nil
 		if !ready {
 			return nil
 		}
-		return s.checkFormat(tx.Bucket(bucketMeta).Get(keyFormat))
+		b, f, err := s.dirBackend(tx.Bucket(bucketMeta))
+		mark = b == RaftLogWAL && f != formatWAL
+		return err
 	})
-	if err != nil || ready {
+	if err != nil || (ready && !mark) {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -403,29 +436,35 @@ func (s *Store) initBuckets(backend string) error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyFormat); v != nil {
-			return s.checkFormat(v)
+		if meta.Get(keyFormat) != nil {
+			b, f, err := s.dirBackend(meta)
+			if err != nil || b != RaftLogWAL || f == formatWAL {
+				return err
+			}
+			s.logger.Info("marking the WAL data dir with store format 2, which lockd versions from before the WAL refuse to open", "path", s.path)
+			return meta.Put(keyFormat, indexKey(formatWAL))
 		}
 		// One transaction with the format: a file with a format record
 		// names its backend.
 		if err := meta.Put(keyRaftLog, []byte(backend)); err != nil {
 			return err
 		}
-		return meta.Put(keyFormat, indexKey(formatVersion))
+		return meta.Put(keyFormat, indexKey(formatOf(backend)))
 	})
 }
 
-func (s *Store) checkFormat(v []byte) error {
+// checkFormat checks a format record and returns the format.
+func (s *Store) checkFormat(v []byte) (consensus.Index, error) {
 	f, ok := keyIndex(v)
 	switch {
 	case !ok:
-		return &CorruptError{Path: s.path, What: fmt.Sprintf("format record %s is not 8 bytes", shortHex(v))}
+		return 0, &CorruptError{Path: s.path, What: fmt.Sprintf("format record %s is not 8 bytes", shortHex(v))}
 	case f > formatVersion:
-		return fmt.Errorf("%s has store format %d, newer than this lockd's %d: run a newer lockd", s.path, f, formatVersion)
-	case f != formatVersion:
-		return &CorruptError{Path: s.path, What: fmt.Sprintf("unknown store format %d", f)}
+		return 0, fmt.Errorf("%s has store format %d, newer than this lockd's %d: run a newer lockd", s.path, f, formatVersion)
+	case f != formatBolt && f != formatWAL:
+		return 0, &CorruptError{Path: s.path, What: fmt.Sprintf("unknown store format %d", f)}
 	}
-	return nil
+	return f, nil
 }
 
 // Path returns the bbolt file's path.

@@ -54,10 +54,7 @@ func (s *Store) verify() (sum summary, err error) {
 		if logB == nil || stable == nil || meta == nil {
 			return &CorruptError{Path: s.path, What: fmt.Sprintf("a bucket is missing (log %v, stable %v, meta %v)", logB != nil, stable != nil, meta != nil)}
 		}
-		if err := s.checkFormat(meta.Get(keyFormat)); err != nil {
-			return err
-		}
-		backend, err := s.checkRaftLog(meta.Get(keyRaftLog))
+		backend, _, err := s.dirBackend(meta)
 		if err != nil {
 			return err
 		}

@@ -1,8 +1,11 @@
 package store
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/lockd/lockd/consensus"
 )
@@ -10,6 +13,88 @@ import (
 // Regression tests from a review of the WAL: each names the scenario that
 // lost or could lose a vote or an acknowledged entry, or made a healthy
 // store impossible to open.
+
+// preWALFormat is the only store format a lockd from before the WAL
+// knows; it refuses any higher one as "newer" and opens format 1 as a
+// bbolt log, reading neither the raftlog key nor wal/.
+const preWALFormat = 1
+
+// storedFormat reads meta/format from a closed data dir's bbolt file.
+func storedFormat(t *testing.T, dir string) uint64 {
+	t.Helper()
+	var f uint64
+	db, err := bolt.Open(filepath.Join(dir, DBFileName), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		v, ok := keyIndex(tx.Bucket(bucketMeta).Get(keyFormat))
+		if !ok {
+			t.Fatal("no 8-byte format record")
+		}
+		f = uint64(v)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// A lockd from before the WAL (store format 1) opening a WAL data dir
+// would find empty "log" and "stable" buckets and start as a new member
+// with term 0 and no vote: a vote forgotten, a log lost. It checks only
+// the format number, so a WAL dir must carry one it refuses; a bbolt dir
+// keeps format 1, which it still opens correctly.
+func TestWALDirIsRefusedByALockdFromBeforeTheWAL(t *testing.T) {
+	for _, backend := range []string{RaftLogWAL, RaftLogBolt} {
+		t.Run(backend, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openT(t, dir, Options{RaftLog: backend, WALSegmentSize: testSegmentSize})
+			mustSave(t, s, &consensus.HardState{Term: 4, Vote: 2}, mkEntries(1, 3, 4))
+			s.Close()
+			f := storedFormat(t, dir)
+			if refused := f > preWALFormat; refused != (backend == RaftLogWAL) {
+				t.Fatalf("a %s data dir has store format %d: a lockd from before the WAL refuses it: %v", backend, f, refused)
+			}
+		})
+	}
+}
+
+// A WAL dir written before the format number told WAL dirs apart (format
+// 1 with raftlog "wal") opens as a WAL and is marked with the WAL's
+// format from then on.
+func TestWALDirWithTheOldFormatNumberIsUpgraded(t *testing.T) {
+	dir := t.TempDir()
+	o := walOptions(testSegmentSize)
+	s := openT(t, dir, o)
+	mustSave(t, s, &consensus.HardState{Term: 4, Vote: 2}, mkEntries(1, 3, 4))
+	s.Close()
+	rewrite(t, dir, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, indexKey(preWALFormat)) })
+	s = openT(t, dir, o)
+	if s.RaftLog() != RaftLogWAL {
+		t.Fatalf("opened as %s", s.RaftLog())
+	}
+	checkLog(t, s, mkEntries(1, 3, 4))
+	wantHardState(t, s, consensus.HardState{Term: 4, Vote: 2})
+	s.Close()
+	if f := storedFormat(t, dir); f <= preWALFormat {
+		t.Fatalf("format still %d after opening a WAL dir", f)
+	}
+}
+
+// A format that says WAL with a backend record that says otherwise is a
+// damaged meta bucket, not a bbolt log to open.
+func TestWALFormatWithABoltBackendRecordIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, walOptions(testSegmentSize))
+	mustSave(t, s, &consensus.HardState{Term: 4, Vote: 2}, mkEntries(1, 3, 4))
+	s.Close()
+	rewrite(t, dir, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyRaftLog, []byte(RaftLogBolt)) })
+	_, err := Open(dir, Options{})
+	wantCorrupt(t, err, 0, "format")
+}
 
 // DeletePrefix removes old segments oldest first. Unlinks in one
 // directory reach the disk in no promised order unless the directory is
