@@ -316,15 +316,20 @@ func openLocked(dir, path string, create bool, opts Options, bopts func(Options)
 		s.wal, err = openWAL(filepath.Join(dir, WALDirName), opts.WALSegmentSize, opts.Logger, isNew)
 		if err == nil && isNew && (s.wal.idx.last != 0 || !s.wal.hs.IsEmpty()) {
 			s.wal.close()
-			err = &CorruptError{Path: filepath.Join(dir, WALDirName), What: fmt.Sprintf(
-				"the WAL holds a raft log (last index %d, term %d) but %s, which names the cluster and the log's format, is new or empty",
-				s.wal.idx.last, s.wal.hs.Term, path)}
+			err = lostBoltFileError(dir, path, s.wal.idx.last, s.wal.hs)
 		}
 		if err != nil {
 			db.Close()
 			return nil, err
 		}
-	} else if !isNew {
+	} else if isNew {
+		// A new bbolt log next to a WAL that holds a log: raft.db was
+		// lost, and starting afresh would forget the term and vote.
+		if err := checkNoWALState(dir, path, opts.Logger); err != nil {
+			db.Close()
+			return nil, err
+		}
+	} else {
 		s.logger.Info("the data dir keeps its raft log in bbolt, as when it was created (new data dirs use a WAL)", "path", path)
 	}
 	if err := s.initBuckets(backend); err != nil {

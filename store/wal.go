@@ -182,6 +182,37 @@ func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal,
 	return w, nil
 }
 
+// lostBoltFileError is the refusal of a WAL that holds a raft log next to
+// a new bbolt file.
+func lostBoltFileError(dir, path string, last consensus.Index, hs consensus.HardState) error {
+	return &CorruptError{Path: filepath.Join(dir, WALDirName), What: fmt.Sprintf(
+		"the WAL holds a raft log (last index %d, term %d) but %s, which names the cluster and the log's format, is new or empty",
+		last, hs.Term, path)}
+}
+
+// checkNoWALState is for a data dir whose new bbolt file is to hold the
+// raft log: it fails if the dir's wal/ holds a log or a hard state (or
+// cannot be read), which would mean that the bbolt file of a WAL dir was
+// lost. It writes nothing but the removal of leftover temp files.
+func checkNoWALState(dir, path string, logger hclog.Logger) error {
+	wdir := filepath.Join(dir, WALDirName)
+	if _, err := os.Stat(wdir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	seqs, err := listSegments(wdir, logger)
+	if err != nil || len(seqs) == 0 {
+		return err
+	}
+	r, err := replayWAL(wdir, seqs, false)
+	if err != nil {
+		return err
+	}
+	if r.idx.last != 0 || !r.hs.IsEmpty() {
+		return lostBoltFileError(dir, path, r.idx.last, r.hs)
+	}
+	return nil
+}
+
 // zeroRange writes zeros over [from, to) of f and syncs.
 func zeroRange(f *os.File, from, to int64) error {
 	for off := from; off < to; {

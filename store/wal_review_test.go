@@ -1,6 +1,7 @@
 package store
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -148,4 +149,19 @@ func TestWALSegmentHeaderWithImpossibleBoundsIsRefused(t *testing.T) {
 			t.Errorf("header with log [%d, %d]: replay gave %v, want a corrupt segment header", c.first, c.last, err)
 		}
 	}
+}
+
+// A data dir whose raft.db was lost but whose wal/ holds a log and a vote
+// must not start afresh as a bbolt store either (--raft-log bolt): that
+// forgets the vote just as an empty WAL would.
+func TestNewBoltFileNextToAWALWithALogIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, walOptions(testSegmentSize))
+	mustSave(t, s, &consensus.HardState{Term: 3, Vote: 2}, mkEntries(1, 5, 3))
+	s.Close()
+	if err := os.Remove(filepath.Join(dir, DBFileName)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, boltOptions0)
+	wantCorrupt(t, err, 0, "holds a raft log")
 }
