@@ -42,9 +42,11 @@ type wal struct {
 	dir     string
 	segSize int64
 	logger  hclog.Logger
-	// syncDir makes the WAL dir's entries durable: the package's syncDir,
-	// which a test wraps to see when the dir is synced.
-	syncDir func(dir string) error
+	// syncDir makes the WAL dir's entries durable, and syncFile a file's
+	// data: the package's syncDir and fdatasync (a test wraps them to see
+	// what is synced when).
+	syncDir  func(dir string) error
+	syncFile func(f *os.File) error
 
 	mu     sync.Mutex // protects everything below
 	closed bool
@@ -129,10 +131,23 @@ func listSegments(dir string, logger hclog.Logger) ([]uint64, error) {
 // openWAL opens the WAL in dir, replaying every segment. With create, a
 // dir with no segment gets its first; without, that is a lost WAL.
 func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal, error) {
-	if err := mkdirDurable(dir); err != nil {
-		return nil, fmt.Errorf("creating WAL dir: %w", err)
+	w := newWAL(dir, segSize, logger)
+	if err := w.open(create); err != nil {
+		return nil, err
 	}
-	w := &wal{dir: dir, segSize: segSize, logger: logger, syncDir: syncDir}
+	return w, nil
+}
+
+func newWAL(dir string, segSize int64, logger hclog.Logger) *wal {
+	return &wal{dir: dir, segSize: segSize, logger: logger, syncDir: syncDir, syncFile: fdatasync}
+}
+
+// open is openWAL's work, on a wal from newWAL.
+func (w *wal) open(create bool) error {
+	dir, logger := w.dir, w.logger
+	if err := mkdirDurable(dir); err != nil {
+		return fmt.Errorf("creating WAL dir: %w", err)
+	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -142,27 +157,44 @@ func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal,
 	}()
 	seqs, err := listSegments(dir, logger)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(seqs) == 0 {
 		if !create {
-			return nil, &CorruptError{Path: dir, What: "the data dir's raft log is a WAL, but the WAL dir holds no segment"}
+			return &CorruptError{Path: dir, What: "the data dir's raft log is a WAL, but the WAL dir holds no segment"}
 		}
 		w.segs = nil
 		if _, err := w.roll(nil); err != nil {
-			return nil, fmt.Errorf("creating the first WAL segment: %w", err)
+			return fmt.Errorf("creating the first WAL segment: %w", err)
 		}
 		ok = true
-		return w, nil
+		return nil
 	}
 	r, err := replayWAL(dir, seqs, false)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	path := segPath(dir, seqs[len(seqs)-1])
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("opening WAL segment %s for writing: %w", path, err)
+		return fmt.Errorf("opening WAL segment %s for writing: %w", path, err)
+	}
+	// Replay read the page cache, not the disk. A process that died after
+	// a write but before its fdatasync returned (or after a roll-over's
+	// rename but before its dir sync) leaves a record that replay finds
+	// but no disk holds yet. This process would act on it (answer a leader
+	// that the entries are stored, keep the vote) and a power loss could
+	// still take it away: an acknowledged entry or a vote lost. So what
+	// replay found is made durable before anything is built on it. Older
+	// segments need nothing: every write to them was synced before the
+	// next segment was started.
+	if err := w.syncFile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing WAL segment %s, whose records were just replayed: %w", path, err)
+	}
+	if err := w.syncDir(dir); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing the WAL dir, whose segments were just replayed: %w", err)
 	}
 	if r.tornEnd > r.end {
 		// What follows the last whole record was never acknowledged. It is
@@ -171,7 +203,7 @@ func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal,
 		// record behind it for a later replay to find.
 		if err := zeroRange(f, r.end, r.tornEnd); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("zeroing the torn end of WAL segment %s: %w", path, err)
+			return fmt.Errorf("zeroing the torn end of WAL segment %s: %w", path, err)
 		}
 		logger.Warn("WAL ended in a torn write (the process or machine stopped during a write that was never acknowledged): cleared it",
 			"segment", path, "offset", r.end, "bytes", r.tornEnd-r.end, "why", r.tornWhy)
@@ -179,7 +211,7 @@ func openWAL(dir string, segSize int64, logger hclog.Logger, create bool) (*wal,
 	w.idx, w.hs, w.segs, w.cur, w.curSize, w.off = r.idx, r.hs, seqs, f, r.size, r.end
 	w.maybePrepare()
 	ok = true
-	return w, nil
+	return nil
 }
 
 // lostBoltFileError is the refusal of a WAL that holds a raft log next to

@@ -3,9 +3,11 @@ package store
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/lockd/lockd/consensus"
@@ -164,4 +166,48 @@ func TestNewBoltFileNextToAWALWithALogIsRefused(t *testing.T) {
 	}
 	_, err := Open(dir, boltOptions0)
 	wantCorrupt(t, err, 0, "holds a raft log")
+}
+
+// Replay reads the page cache. A process killed after a write but before
+// its fdatasync returned leaves a record that the next process replays
+// and acts on (it tells the leader the entries are stored, keeps the
+// vote) although no disk may hold it: a power loss then takes away an
+// acknowledged entry or a vote. Open must sync the last segment (and the
+// dir, for a roll-over killed before its dir sync) before returning.
+func TestWALOpenSyncsWhatReplayFound(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, walOptions(4096))
+	for lo := consensus.Index(1); lo <= 20; lo += 5 {
+		mustSave(t, s, &consensus.HardState{Term: 2, Vote: 1}, bigEntries(lo, lo+4, 2, 300))
+	}
+	segs := segmentPaths(t, dir)
+	if len(segs) < 2 {
+		t.Fatalf("%d segments, want several", len(segs))
+	}
+	s.Close()
+	wdir := filepath.Join(dir, WALDirName)
+	w := newWAL(wdir, 4096, hclog.NewNullLogger())
+	var filesSynced []string
+	dirSynced := false
+	w.syncFile = func(f *os.File) error {
+		filesSynced = append(filesSynced, f.Name())
+		return fdatasync(f)
+	}
+	w.syncDir = func(d string) error {
+		dirSynced = dirSynced || d == wdir
+		return syncDir(d)
+	}
+	if err := w.open(false); err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	if !slices.Contains(filesSynced, segs[len(segs)-1]) {
+		t.Fatalf("open synced %v, not the last segment %s, whose records it replayed", filesSynced, segs[len(segs)-1])
+	}
+	if !dirSynced {
+		t.Fatal("open did not sync the WAL dir, whose newest segment may be named only in the page cache")
+	}
+	if w.idx.last != 20 || w.hs != (consensus.HardState{Term: 2, Vote: 1}) {
+		t.Fatalf("replayed log to %d with hard state %+v", w.idx.last, w.hs)
+	}
 }
