@@ -374,8 +374,10 @@ func tornAt(buf []byte, at, next int, st recordStatus) (why string, torn bool) {
 		}
 		return "a record fails its checksum, and data follows it (damage, not a torn write)", false
 	case recPastEOF:
-		// The file was cut short during a write that extended it.
-		return "a record runs past the end of the file", true
+		// No write extends a segment: each is zero-filled to its full size
+		// and synced before it gets its name. A crash cannot cut one short,
+		// so records lost at its end were acknowledged.
+		return "a record runs past the end of the file, and segments are never cut short by a crash (the file was truncated)", false
 	case recBadLen:
 		return "a record header with an impossible length", false
 	default:

@@ -211,3 +211,17 @@ func TestWALOpenSyncsWhatReplayFound(t *testing.T) {
 		t.Fatalf("replayed log to %d with hard state %+v", w.idx.last, w.hs)
 	}
 }
+
+// Segments are zero-filled to their full size and synced before they get
+// their name, and no write extends one: a crash never leaves a segment
+// shorter than its records. A last segment cut short mid-record was
+// truncated after its records were acknowledged; dropping them as a torn
+// write would lose acknowledged entries without stopping the member.
+func TestWALLastSegmentCutShortIsRefused(t *testing.T) {
+	dir, seg, start, end := tornSetup(t)
+	if err := os.Truncate(seg, (start+end)/2); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, walOptions(64<<10))
+	wantCorrupt(t, err, 0, "the file was truncated")
+}
