@@ -9,8 +9,10 @@
 //	LOCK        flock'd by the one process using the dir; holds its pid
 //	raft.db     bbolt: buckets "stable" (cluster identity; the hard state
 //	            with the bolt backend), "log" (entries, bolt backend only)
-//	            and "meta" (format version, and which raft log backend the
-//	            dir uses: "wal", or "bolt" / absent for dirs from before)
+//	            and "meta" (format version: 2 for a WAL dir, which a lockd
+//	            from before the WAL refuses, 1 for a bbolt dir; and which
+//	            raft log backend the dir uses: "wal", or "bolt" / absent
+//	            for dirs from before)
 //	wal/        WAL backend: segments 0000000000000001.wal, ... (see wal.go)
 //	snapshots/  one file per snapshot, by convention (FileSnapshotStore
 //	            takes any dir)
@@ -20,7 +22,10 @@
 //  1. One process per data dir: Open takes an exclusive, non-blocking flock
 //     on LOCK and fails at once, naming the dir and the holder's pid, when
 //     another holds it. The lock is held until Close.
-//  2. Durable on return: StoreEntries, Save, SetHardState, SetIdentity and
+//  2. Durable before used: Open of a WAL fdatasyncs the last segment and
+//     fsyncs the WAL dir after replaying them, since replay reads the page
+//     cache, which may hold a write whose process died before its sync.
+//     Durable on return: StoreEntries, Save, SetHardState, SetIdentity and
 //     DeletePrefix return only once what they wrote is on disk. bbolt: its
 //     transaction committed (fdatasync of the data pages, then of the meta
 //     page). WAL: the record written with one write call and then
@@ -49,8 +54,9 @@
 //     where, and how to recover. Entries are also verified before they are
 //     written, and a batch whose terms go down is refused.
 //     WAL only: a gap in the segment numbers, a segment header that does
-//     not match the segments before it, or entries whose segment is gone
-//     are corruption too. The one exception is the end of the last
+//     not match the segments before it, entries whose segment is gone, or
+//     a segment cut short mid-record (segments are preallocated; a crash
+//     never shortens one) are corruption too. The one exception is the end of the last
 //     segment: an invalid record there that nothing valid follows is a
 //     write that was torn by a crash (it was never acknowledged); it ends
 //     the log, and Open zeroes it (and logs a warning) before anything is
@@ -60,8 +66,8 @@
 //  6. (WAL) Compaction never loses the hard state or the first index: every
 //     segment starts with a header holding both (and the last index) as
 //     they were when it began, so DeletePrefix can delete whole old
-//     segments (never the current one) once the record of the new first
-//     index is durable. Segment files are never reused: a new segment is a
+//     segments (never the current one), oldest first with a dir fsync
+//     after each, once the record of the new first index is durable. Segment files are never reused: a new segment is a
 //     new file, zero-filled and synced before its first use, so appends
 //     change neither its size nor its extents and each costs one device
 //     flush.
