@@ -94,6 +94,9 @@ type Options struct {
 	// WALSegmentSize is the size of each WAL segment file, preallocated
 	// in full. Default DefaultWALSegmentSize (64 MiB); at least 4 KiB.
 	WALSegmentSize int64
+
+	// openSynced, if set, is told what open synced (tests).
+	openSynced func(what string)
 }
 
 func (o *Options) validate() error {
@@ -290,12 +293,22 @@ func openLocked(dir, path string, create bool, opts Options, bopts func(Options)
 	if err != nil {
 		return nil, err
 	}
-	if create {
-		// bbolt syncs the new file's contents but not its directory entry.
-		if err := syncDir(dir); err != nil {
-			db.Close()
-			return nil, err
-		}
+	// bbolt syncs a new file's contents but not its directory entry; and
+	// an existing file may hold a transaction whose writer was killed
+	// before its fdatasync returned: readable here from the page cache,
+	// yet not on disk. Acting on it (a vote, an identity) before it is
+	// durable could be undone by a power loss, so both are synced first.
+	if err := db.Sync(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("syncing %s at open: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if opts.openSynced != nil {
+		opts.openSynced(path)
+		opts.openSynced(dir)
 	}
 	h := newHandle()
 	s := &Store{dir: dir, path: path, logger: opts.Logger, h: h, enc: codec.NewEncoderBytes(nil, h), fill: appendFillPercent, db: db, lock: lock}

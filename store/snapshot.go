@@ -65,6 +65,9 @@ type SnapshotOptions struct {
 	Retain int
 	// Logger receives saved, pruned and skipped snapshots. Default: discard.
 	Logger hclog.Logger
+
+	// openSynced, if set, is told what the constructor synced (tests).
+	openSynced func(what string)
 }
 
 // FileSnapshotStore keeps snapshots as files in one directory. It is safe
@@ -108,6 +111,16 @@ func NewFileSnapshotStore(dir string, opts SnapshotOptions) (*FileSnapshotStore,
 			}
 			s.logger.Warn("removed unfinished snapshot left by an earlier process", "path", path)
 		}
+	}
+	// A process killed between a snapshot's rename and the dir fsync
+	// leaves the new name only in the page cache: Latest would hand out a
+	// snapshot (and the node compact its log behind it) that a power loss
+	// could still take away. Synced here, before anything reads the dir.
+	if err := syncDir(dir); err != nil {
+		return nil, fmt.Errorf("syncing snapshot dir %s at open: %w", dir, err)
+	}
+	if opts.openSynced != nil {
+		opts.openSynced(dir)
 	}
 	return s, nil
 }
