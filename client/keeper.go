@@ -38,6 +38,13 @@ type keeper struct {
 	sessions map[*Session]*kaState
 	running  bool      // the goroutine runs (or is about to)
 	single   time.Time // until then, send single keepalives
+	// armed is when the goroutine, asleep, wakes next; zero while it is
+	// awake (it looks at every session before it sleeps again). Finding
+	// that time takes a pass over all sessions, so add and remove wake the
+	// goroutine only when that time changes for the earlier or it must
+	// exit: waking it on every change made creating and closing many
+	// sessions twice as slow.
+	armed time.Time
 }
 
 // kaState is one session's schedule; guarded by keeper.mu.
@@ -72,7 +79,8 @@ func (k *keeper) add(s *Session, lastOK time.Time) error {
 	if k.c.ctx.Err() != nil {
 		return ErrClosed
 	}
-	k.sessions[s] = &kaState{lastOK: lastOK, next: time.Now().Add(s.TTL() / 3)}
+	st := &kaState{lastOK: lastOK, next: time.Now().Add(s.TTL() / 3)}
+	k.sessions[s] = st
 	if !k.running {
 		if !k.c.goroutine(k.run) {
 			delete(k.sessions, s)
@@ -80,7 +88,9 @@ func (k *keeper) add(s *Session, lastOK time.Time) error {
 		}
 		k.running = true
 	}
-	k.poke()
+	if !k.armed.IsZero() && st.wake(s).Before(k.armed) {
+		k.poke()
+	}
 	return nil
 }
 
@@ -90,7 +100,9 @@ func (k *keeper) remove(s *Session) {
 	k.mu.Lock()
 	if _, ok := k.sessions[s]; ok {
 		delete(k.sessions, s)
-		k.poke()
+		if len(k.sessions) == 0 {
+			k.poke() // the goroutine ends
+		}
 	}
 	k.mu.Unlock()
 }
@@ -115,17 +127,24 @@ func (k *keeper) run() {
 			return
 		}
 		wake := k.nextWake()
+		k.armed = wake
 		k.mu.Unlock()
 		timer.Reset(max(0, time.Until(wake)))
+		fired := false
 		select {
 		case <-k.c.ctx.Done():
 			k.closeAll()
 			return
 		case <-k.wake:
-			continue
 		case <-timer.C:
+			fired = true
 		}
-		k.round()
+		k.mu.Lock()
+		k.armed = time.Time{}
+		k.mu.Unlock()
+		if fired {
+			k.round()
+		}
 	}
 }
 
@@ -134,15 +153,19 @@ func (k *keeper) run() {
 func (k *keeper) nextWake() time.Time {
 	var wake time.Time
 	for s, st := range k.sessions {
-		t := st.next
-		if d := st.lastOK.Add(s.TTL()); d.Before(t) {
-			t = d
-		}
-		if wake.IsZero() || t.Before(wake) {
+		if t := st.wake(s); wake.IsZero() || t.Before(wake) {
 			wake = t
 		}
 	}
 	return wake
+}
+
+// wake is when s needs the keeper: its next keepalive or its deadline.
+func (st *kaState) wake(s *Session) time.Time {
+	if d := st.lastOK.Add(s.TTL()); d.Before(st.next) {
+		return d
+	}
+	return st.next
 }
 
 // closeAll ends every session as lost with ErrClosed: the client closed.
