@@ -60,9 +60,12 @@ type wal struct {
 	cur     *os.File // the last segment, open for writing
 	curSize int64
 	off     int64 // where the next record goes in cur
-	buf     []byte
-	offs    []int
-	locs    []entryLoc
+	// chain is the chain value (chainRecord) after the last record
+	// written; the next segment's header carries it.
+	chain uint32
+	buf   []byte
+	offs  []int
+	locs  []entryLoc
 
 	// The next segment is prepared (zero-filled and synced) in the
 	// background once the current one is half full, so that a roll-over
@@ -208,7 +211,7 @@ func (w *wal) open(create bool) error {
 		logger.Warn("WAL ended in a torn write (the process or machine stopped during a write that was never acknowledged): cleared it",
 			"segment", path, "offset", r.end, "bytes", r.tornEnd-r.end, "why", r.tornWhy)
 	}
-	w.idx, w.hs, w.segs, w.cur, w.curSize, w.off = r.idx, r.hs, seqs, f, r.size, r.end
+	w.idx, w.hs, w.segs, w.cur, w.curSize, w.off, w.chain = r.idx, r.hs, seqs, f, r.size, r.end, r.chain
 	w.maybePrepare()
 	ok = true
 	return nil
@@ -261,9 +264,10 @@ func zeroRange(f *os.File, from, to int64) error {
 type replayed struct {
 	idx     logIndex
 	hs      consensus.HardState
-	end     int64 // offset after the last record of the last segment
-	size    int64 // the last segment's file size
-	tornEnd int64 // > end: bytes [end, tornEnd) of the last segment are a torn write
+	end     int64  // offset after the last record of the last segment
+	chain   uint32 // chain value after that record
+	size    int64  // the last segment's file size
+	tornEnd int64  // > end: bytes [end, tornEnd) of the last segment are a torn write
 	tornWhy string
 }
 
@@ -306,17 +310,26 @@ func replaySegments(dir string, seqs []uint64, readFile func(string) ([]byte, er
 		if i == 0 {
 			// The entries the log held when this segment began are in
 			// segments deleted since; later records must compact or
-			// replace them.
-			r.idx = logIndex{first: h.first, last: h.last, missingThrough: h.last}
+			// replace them. The chain starts from the value those
+			// segments' records left.
+			r.idx = logIndex{first: h.first, last: h.last, missingThrough: h.last, lastTerm: h.lastTerm}
 			r.hs = h.hs
-		} else if h.first != r.idx.first || h.last != r.idx.last || h.hs != r.hs {
-			return replayed{}, corrupt("segment header says the log was [%d, %d] with hard state %+v when it began, "+
-				"but the segments before it end with [%d, %d] and %+v", h.first, h.last, h.hs, r.idx.first, r.idx.last, r.hs)
+			r.chain = h.prevChain
+		} else {
+			if err := r.checkSegHeader(h, dir, seqs[i-1], seq); err != nil {
+				return replayed{}, err
+			}
+			if h.first != r.idx.first || h.last != r.idx.last || h.hs != r.hs {
+				return replayed{}, corrupt("segment header says the log was [%d, %d] with hard state %+v when it began, "+
+					"but the segments before it end with [%d, %d] and %+v", h.first, h.last, h.hs, r.idx.first, r.idx.last, r.hs)
+			}
 		}
+		r.chain = chainRecord(r.chain, buf)
 		for {
 			at := off
 			typ, p, next, st := readRecord(buf, at)
 			if st == recOK {
+				r.chain = chainRecord(r.chain, buf[at:])
 				if err := r.apply(typ, p, seq, int64(at), &wents, &locs); err != nil {
 					var ce *CorruptError
 					if errors.As(err, &ce) {
@@ -347,6 +360,36 @@ func replaySegments(dir string, seqs []uint64, readFile func(string) ([]byte, er
 			r.idx.first, min(r.idx.missingThrough, r.idx.last), filepath.Base(segPath(dir, seqs[0])))}
 	}
 	return r, nil
+}
+
+// checkSegHeader checks what the header h of segment seq says about the
+// end of segment prev against what replay found there (r, after replaying
+// prev). Zeros end a segment's records; in the last segment that is the
+// torn-tail rule's business, but an older segment was complete before the
+// next one began, so its end must be where the next header says. A record
+// lost from there (a write the disk acknowledged but did not keep) would
+// otherwise go unnoticed whenever the header's bounds and hard state do
+// not show it, e.g. a rewrite of entries at a higher term.
+func (r *replayed) checkSegHeader(h segHeader, dir string, prev, seq uint64) error {
+	prevPath, hdrName := segPath(dir, prev), filepath.Base(segPath(dir, seq))
+	corrupt := func(what string, args ...any) error {
+		return &CorruptError{Path: prevPath, What: fmt.Sprintf(what, args...)}
+	}
+	switch {
+	case r.end < h.prevEnd:
+		return corrupt("the records end at offset %d, but the header of the next segment %s says they end at offset %d: "+
+			"the records in between were lost (zeroed, or acknowledged by a disk that never wrote them)", r.end, hdrName, h.prevEnd)
+	case r.end > h.prevEnd:
+		return corrupt("records go on to offset %d, past offset %d where the header of the next segment %s says they end: "+
+			"data was written after the segment was closed", r.end, h.prevEnd, hdrName)
+	case r.idx.lastTerm != h.lastTerm:
+		return corrupt("the log's last entry %d has term %d after this segment, but the header of the next segment %s says term %d: "+
+			"a record was lost or altered", r.idx.last, r.idx.lastTerm, hdrName, h.lastTerm)
+	case r.chain != h.prevChain:
+		return corrupt("the records up to the end of this segment have chain CRC %08x, but the header of the next segment %s says %08x: "+
+			"a record was lost, replaced or reordered", r.chain, hdrName, h.prevChain)
+	}
+	return nil
 }
 
 // tornAt says what is wrong at offset at of a segment where no intact
@@ -612,7 +655,10 @@ func (w *wal) takePrepared(size int64) (*preparedSeg, error) {
 // before rec. The file gets its final name only once header and record
 // are synced, so a crash leaves either no new segment or a whole one.
 func (w *wal) roll(rec []byte) (int64, error) {
-	hdr := appendSegHeader(nil, segHeader{seq: w.nextSeq(), first: w.idx.first, last: w.idx.last, hs: w.hs})
+	hdr := appendSegHeader(nil, segHeader{
+		seq: w.nextSeq(), first: w.idx.first, last: w.idx.last, hs: w.hs,
+		lastTerm: w.idx.lastTerm, prevEnd: w.off, prevChain: w.chain,
+	})
 	need := int64(len(hdr) + len(rec))
 	size := w.segSize
 	if need > size {
@@ -648,6 +694,10 @@ func (w *wal) roll(rec []byte) (int64, error) {
 		}
 	}
 	w.cur, w.curSize, w.off = p.f, p.size, need
+	w.chain = chainRecord(w.chain, hdr)
+	if len(rec) > 0 {
+		w.chain = chainRecord(w.chain, rec)
+	}
 	w.segs = append(w.segs, seq)
 	w.logger.Debug("WAL segment started", "segment", path, "bytes", size, "first_index", w.idx.first, "last_index", w.idx.last)
 	return int64(len(hdr)), nil

@@ -23,6 +23,10 @@ type logIndex struct {
 	missingThrough consensus.Index
 	// locs[i] is entry locFirst()+i.
 	locs []entryLoc
+	// lastTerm is the term of entry last (0 if the log is empty), known
+	// also while that entry is missing: segment headers carry it, and
+	// replay checks each against it.
+	lastTerm consensus.Term
 }
 
 func (x *logIndex) locFirst() consensus.Index { return max(x.first, x.missingThrough+1) }
@@ -41,6 +45,7 @@ func (x *logIndex) loc(i consensus.Index) (entryLoc, bool) {
 // checked: it replaces every entry from s on.
 func (x *logIndex) appendBatch(s consensus.Index, locs []entryLoc) {
 	e := s + consensus.Index(len(locs)) - 1
+	x.lastTerm = locs[len(locs)-1].term
 	if x.last == 0 {
 		x.first, x.last, x.missingThrough = s, e, 0
 		x.locs = append(x.locs[:0], locs...)

@@ -182,6 +182,7 @@ func (w *wal) write(rec []byte) (int64, error) {
 		return 0, w.failed
 	}
 	w.off += int64(len(rec))
+	w.chain = chainRecord(w.chain, rec)
 	w.maybePrepare()
 	return at, nil
 }

@@ -39,18 +39,23 @@ const (
 )
 
 // walVersion is the layout of the records; in every segment header.
-const walVersion = 1
+// Version 1 (development builds only) had no chain fields in the segment
+// header. A segment of another version is refused at open: version 1's
+// header is shorter and carries nothing to check the segment before it
+// against, and reading it as version 2 would be a misread.
+const walVersion = 2
 
 // Payload layouts (little-endian):
 //
-//	segment:   version u8, seq u64, first u64, last u64, hard state (3 x u64)
+//	segment:   version u8, seq u64, first u64, last u64, hard state (3 x u64),
+//	           last term u64, prev end u64, prev chain u32
 //	entries:   has-hard-state u8, [hard state (3 x u64)], count u32, entries
 //	entry:     index u64, term u64, type u8, time u64, checksum u32, len u32, data
 //	hardstate: term u64, vote u64, commit u64
 //	compact:   through u64
 const (
 	hardStateLen  = 24
-	segHeaderLen  = 1 + 8 + 8 + 8 + hardStateLen
+	segHeaderLen  = 1 + 8 + 8 + 8 + hardStateLen + 8 + 8 + 4
 	entryFixedLen = 8 + 8 + 1 + 8 + 4 + 4
 )
 
@@ -58,10 +63,38 @@ const (
 // when the segment was started. Replay from any segment on therefore knows
 // the hard state and the compaction point even when every older segment
 // (and the records in it) has been deleted.
+//
+// It also records how the segment before it ended: the offset after its
+// last record, the term of the log's last entry, and the chain value of
+// every record written before this header (see chainRecord). Replay
+// checks them against what it read, so a record lost from the end of a
+// segment that is not the last (zeros where an acknowledged record was,
+// which the torn-tail rule would otherwise take for the unwritten rest of
+// the segment) is found even when it changed nothing else the header says.
+// In the first segment these describe segments since deleted: replay
+// starts from them unchecked.
 type segHeader struct {
 	seq         uint64
 	first, last consensus.Index
 	hs          consensus.HardState
+	// lastTerm is the term of entry last; 0 if the log is empty.
+	lastTerm consensus.Term
+	// prevEnd is the offset after the last record of segment seq-1; 0
+	// for segment 1.
+	prevEnd int64
+	// prevChain is the chain value after the last record of segment
+	// seq-1; 0 for segment 1.
+	prevChain uint32
+}
+
+// chainRecord returns the chain value after the record rec (which starts
+// with its header) given the value before it. The chain is a CRC-32C over
+// the header CRCs of every record ever written, in order, segment headers
+// included; a header CRC covers the record's length, type and payload CRC,
+// so the chain changes when any record is lost, added, reordered or
+// replaced. (etcd's WAL chains its record CRCs the same way.)
+func chainRecord(chain uint32, rec []byte) uint32 {
+	return crc32.Update(chain, castagnoli, rec[9:recHeaderLen])
 }
 
 // appendRecord appends to b a record of type typ whose payload fill
@@ -98,7 +131,10 @@ func appendSegHeader(b []byte, h segHeader) []byte {
 		b = binary.LittleEndian.AppendUint64(b, h.seq)
 		b = binary.LittleEndian.AppendUint64(b, uint64(h.first))
 		b = binary.LittleEndian.AppendUint64(b, uint64(h.last))
-		return appendHardState(b, h.hs)
+		b = appendHardState(b, h.hs)
+		b = binary.LittleEndian.AppendUint64(b, uint64(h.lastTerm))
+		b = binary.LittleEndian.AppendUint64(b, uint64(h.prevEnd))
+		return binary.LittleEndian.AppendUint32(b, h.prevChain)
 	})
 }
 
@@ -212,22 +248,35 @@ func lastNonZero(b []byte) int {
 var errShortPayload = errors.New("payload too short")
 
 func decodeSegHeader(p []byte) (segHeader, error) {
-	if len(p) != segHeaderLen {
+	// The version first: another version's header has another length,
+	// and the error must name the version, not the length.
+	switch {
+	case len(p) == 0:
+		return segHeader{}, errShortPayload
+	case p[0] == 1:
+		return segHeader{}, fmt.Errorf("WAL format version 1, written by a development build of lockd before segment headers "+
+			"chained each segment to the one before it; this lockd reads version %d only and cannot use this WAL: %w", walVersion, errUnknownVersion)
+	case p[0] != walVersion:
+		return segHeader{}, fmt.Errorf("WAL format version %d (written by a newer lockd?), this lockd reads version %d: %w", p[0], walVersion, errUnknownVersion)
+	case len(p) != segHeaderLen:
 		return segHeader{}, fmt.Errorf("segment header of %d bytes, want %d", len(p), segHeaderLen)
 	}
-	if p[0] != walVersion {
-		return segHeader{}, fmt.Errorf("WAL format version %d, this lockd reads version %d: %w", p[0], walVersion, errUnknownVersion)
-	}
 	h := segHeader{
-		seq:   binary.LittleEndian.Uint64(p[1:]),
-		first: consensus.Index(binary.LittleEndian.Uint64(p[9:])),
-		last:  consensus.Index(binary.LittleEndian.Uint64(p[17:])),
-		hs:    readHardState(p[25:]),
+		seq:       binary.LittleEndian.Uint64(p[1:]),
+		first:     consensus.Index(binary.LittleEndian.Uint64(p[9:])),
+		last:      consensus.Index(binary.LittleEndian.Uint64(p[17:])),
+		hs:        readHardState(p[25:]),
+		lastTerm:  consensus.Term(binary.LittleEndian.Uint64(p[49:])),
+		prevEnd:   int64(binary.LittleEndian.Uint64(p[57:])),
+		prevChain: binary.LittleEndian.Uint32(p[65:]),
 	}
 	// The WAL writes 0, 0 (empty) or 1 <= first <= last. Anything else
 	// would hand the node a log whose first index is past its last.
 	if (h.first == 0) != (h.last == 0) || h.first > h.last {
 		return segHeader{}, fmt.Errorf("segment header says the log was [%d, %d], which no log can be", h.first, h.last)
+	}
+	if h.last == 0 && h.lastTerm != 0 {
+		return segHeader{}, fmt.Errorf("segment header says the log was an empty log whose last entry had term %d, which no log can be", h.lastTerm)
 	}
 	return h, nil
 }
