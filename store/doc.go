@@ -56,8 +56,16 @@
 //     WAL only: a gap in the segment numbers, a segment header that does
 //     not match the segments before it, entries whose segment is gone, or
 //     a segment cut short mid-record (segments are preallocated; a crash
-//     never shortens one) are corruption too. The one exception is the end of the last
-//     segment: an invalid record there that nothing valid follows is a
+//     never shortens one) are corruption too. Every segment header but
+//     the oldest left is checked against the end of the segment before
+//     it: the offset where its records end, the term of the log's last
+//     entry, and a CRC-32C chained over the header CRCs of every record
+//     before it (etcd chains its WAL the same way). A record lost from
+//     the end of a segment that is not the last (zeros where an
+//     acknowledged record was) is therefore corruption, also when it
+//     changed neither the log's bounds nor the hard state. A segment of
+//     another WAL format version is refused, never read as this one. The
+//     one exception is the end of the last segment: an invalid record there that nothing valid follows is a
 //     write that was torn by a crash (it was never acknowledged); it ends
 //     the log, and Open zeroes it (and logs a warning) before anything is
 //     appended, so that no stale, valid-looking record can ever be found
