@@ -6,9 +6,10 @@
 // Invariants:
 //
 //  1. Any node accepts any call. Writes and keepalives are forwarded once,
-//     over the peer listener, to the leader; a forwarded call that finds
-//     no leader fails with api.ErrUnavailable instead of bouncing on.
-//     During an election a call waits up to LeaderWait for a leader.
+//     over the peer listener, to the leader (a batch keepalive as one
+//     call); a forwarded call that finds no leader fails with
+//     api.ErrUnavailable instead of bouncing on. During an election a call
+//     waits up to LeaderWait for a leader.
 //  2. A write is answered with the result of its apply. Reads are
 //     linearizable (a ReadIndex round, then the node waits until it has
 //     applied that far) unless the caller asks for a stale read, which is
@@ -16,9 +17,9 @@
 //  3. Only the leader holds keepalive deadlines. It takes the sessions
 //     over once its first ReadIndex shows it has applied every earlier
 //     entry, confirms leadership again before proposing an expiry, and
-//     answers a keepalive only after confirming leadership (ReadIndex), so
-//     a leader cut off from the majority never acknowledges one that the
-//     next leader would not know of.
+//     answers a keepalive (a whole batch at once) only after confirming
+//     leadership (ReadIndex), so a leader cut off from the majority never
+//     acknowledges one that the next leader would not know of.
 //  4. A blocking acquire waits on the serving node's own applier, so it
 //     survives leader changes; when it gives up, the wait is withdrawn
 //     through the log, which also releases a grant that raced it.
