@@ -39,6 +39,9 @@ type router struct {
 	c *Client
 
 	leader atomic.Pointer[endpoint] // nil: unknown, calls take the rotation
+	// quietUntil (Unix ns): until then a call with a hint needs no lookup,
+	// so the hot path takes no lock.
+	quietUntil atomic.Int64
 
 	mu      sync.Mutex // protects the fields below
 	running bool       // a lookup is under way
@@ -56,7 +59,9 @@ func (r *router) pick(s spec) (ep *endpoint, idx uint32, routed bool) {
 		return ep, idx, false
 	}
 	if l := r.leader.Load(); l != nil {
-		r.maybeLookup(false)
+		if time.Now().UnixNano() >= r.quietUntil.Load() {
+			r.maybeLookup(false)
+		}
 		return l, idx, true
 	}
 	r.maybeLookup(false)
@@ -66,6 +71,7 @@ func (r *router) pick(s spec) (ep *endpoint, idx uint32, routed bool) {
 // failed drops the hint after a call routed to ep failed (it may be down,
 // or no longer lead), and starts a new lookup.
 func (r *router) failed(ep *endpoint) {
+	r.quietUntil.Store(0)
 	if r.leader.CompareAndSwap(ep, nil) {
 		r.c.logger.Debug("leader endpoint failed; calls take the rotation until the leader is found again", "endpoint", ep.addr)
 	}
@@ -136,6 +142,7 @@ func (r *router) lookup() {
 func (r *router) confirmed() {
 	r.mu.Lock()
 	r.checked = time.Now()
+	r.quietUntil.Store(r.checked.Add(routeCheckEvery).UnixNano())
 	r.mu.Unlock()
 }
 
