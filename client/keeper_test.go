@@ -163,7 +163,7 @@ func TestKeeperFallsBackToSingleKeepalives(t *testing.T) {
 // the limit (the fake node refuses those, which would lose sessions).
 func TestKeeperSplitsBatchesAtTheLimit(t *testing.T) {
 	if testing.Short() {
-		t.Skip("creates 1,100 sessions")
+		t.Skip("-short: creates 1,100 sessions")
 	}
 	fc := newFakeCluster(t, 1)
 	c, _ := newTestClient(t, fc.addrs(), nil)
