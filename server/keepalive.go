@@ -90,17 +90,21 @@ func (s *Server) keepalives(ctx context.Context, ids []session.ID, fwd keepalive
 		lead, term := s.node.Leader()
 		switch {
 		case lead == s.cfg.ID:
-			res, renewed, ok := s.renew(term, ids)
+			res, ok := s.renew(term, ids)
 			if !ok {
 				continue // not promoted yet (or demoted meanwhile)
 			}
-			if renewed > 0 {
+			if len(res) > 0 {
 				// Answer only once a majority still follows this node: a
 				// leader cut off from the others keeps its role until
 				// CheckQuorum, and a keepalive it acknowledged meanwhile
 				// would be unknown to the new leader, which could expire
 				// the session before the client (told it is fine) sends
 				// the next one. Found by the majority/minority nemesis.
+				// A "not alive" answer needs the same confirmation: a
+				// session created through the new leader is unknown to
+				// the cut-off one, and its client, told so, would give up
+				// a live session (and its locks).
 				// One confirmation covers the whole batch.
 				if rerr := s.confirmer.wait(ctx); rerr != nil {
 					if ctx.Err() != nil {
@@ -131,13 +135,13 @@ func (s *Server) keepalives(ctx context.Context, ids []session.ID, fwd keepalive
 
 // renew renews ids in the tracker under one hold of leaseMu, if this node
 // holds the sessions of term (ok). It reports per id its TTL or that it
-// is not alive, and how many were renewed.
-func (s *Server) renew(term consensus.Term, ids []session.ID) (res []api.KeepaliveResult, renewed int, ok bool) {
+// is not alive.
+func (s *Server) renew(term consensus.Term, ids []session.ID) (res []api.KeepaliveResult, ok bool) {
 	res = make([]api.KeepaliveResult, len(ids))
 	s.leaseMu.Lock()
 	defer s.leaseMu.Unlock()
 	if s.promoted != term {
-		return nil, 0, false
+		return nil, false
 	}
 	now := s.cfg.Now()
 	for i, id := range ids {
@@ -145,17 +149,16 @@ func (s *Server) renew(term consensus.Term, ids []session.ID) (res []api.Keepali
 		switch {
 		case err == nil:
 			res[i].TTL = int64(ttl)
-			renewed++
 		case errors.Is(err, session.ErrUnknownSession), errors.Is(err, session.ErrExpired):
 			res[i].Code = api.CodeSessionNotFound
 			res[i].Message = fmt.Sprintf("session %s is not alive (%v); create a new session", id, err)
 		default:
 			// ErrNotLeader: the tracker was demoted under the same term;
 			// the caller waits for the next leader.
-			return nil, 0, false
+			return nil, false
 		}
 	}
-	return res, renewed, true
+	return res, true
 }
 
 // forwardOne forwards a single keepalive with the method every leader
