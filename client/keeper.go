@@ -275,12 +275,31 @@ func (k *keeper) sendBatch(batch []*pending, timeout time.Duration) error {
 }
 
 // sendSingles renews each session of the batch with its own call, a few
-// at a time (servers without the batch method).
+// at a time (servers without the batch method). No call starts once
+// timeout has passed since the first: the sessions left out fail this
+// round and are retried in the next one, about 50 ms later. Without that
+// bound, calls that all hang until their timeout would stretch the round
+// to len(batch)/keeperSingleConcurrency timeouts (21 TTLs for 1,024
+// sessions), and meanwhile no other session would be renewed and no
+// expired session's Done closed.
 func (k *keeper) sendSingles(batch []*pending, timeout time.Duration) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, keeperSingleConcurrency)
+	stop := time.NewTimer(timeout)
+	defer stop.Stop()
+	late := false
 	for _, p := range batch {
-		sem <- struct{}{}
+		if !late {
+			select {
+			case sem <- struct{}{}:
+			case <-stop.C:
+				late = true
+			}
+		}
+		if late {
+			p.err = fmt.Errorf("single keepalive not sent: the round's earlier keepalives took its whole %v; retrying in the next round", timeout)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
