@@ -191,17 +191,17 @@ type pending struct {
 }
 
 // round sends one batch: the sessions due within the slack window, most
-// urgent first. It ends the sessions whose deadline passed.
+// urgent first. It ends the sessions whose deadline passed, also while
+// its calls are in flight (watchDeadlines).
 func (k *keeper) round() {
 	if k.c.ctx.Err() != nil {
 		return // run ends every session
 	}
 	now := time.Now()
-	type expiry struct {
-		s      *Session
-		lastOK time.Time
+	first := k.expire(now)
+	if first.IsZero() {
+		return // none left
 	}
-	var expired []expiry
 	var batch []*pending
 	k.mu.Lock()
 	minTTL := time.Duration(0)
@@ -213,10 +213,9 @@ func (k *keeper) round() {
 	horizon := now.Add(minTTL / 6)
 	due := make([]*Session, 0, len(k.sessions))
 	for s, st := range k.sessions {
-		switch {
-		case !now.Before(st.lastOK.Add(s.TTL())):
-			expired = append(expired, expiry{s, st.lastOK})
-		case !st.next.After(horizon):
+		// A session added since expire is not expired; one whose deadline
+		// passed is not renewed (the watcher ends it).
+		if now.Before(st.lastOK.Add(s.TTL())) && !st.next.After(horizon) {
 			due = append(due, s)
 		}
 	}
@@ -229,13 +228,11 @@ func (k *keeper) round() {
 	}
 	single := now.Before(k.single)
 	k.mu.Unlock()
-	for _, e := range expired {
-		e.s.lose(fmt.Errorf("%w: the last one that succeeded was sent %v ago; TTL %v", ErrSessionExpired,
-			time.Since(e.lastOK).Round(time.Millisecond), e.s.TTL()))
-	}
 	if len(batch) == 0 {
 		return
 	}
+	stop := k.watchDeadlines(first)
+	defer stop()
 	timeout := min(k.c.cfg.RequestTimeout, max(minTTL/3, keepaliveRetryMax))
 	if single {
 		k.sendSingles(batch, timeout)
@@ -247,7 +244,73 @@ func (k *keeper) round() {
 		k.mu.Unlock()
 		k.sendSingles(batch, timeout)
 	}
+	stop()
 	k.settle(batch)
+}
+
+// expire ends the sessions whose deadline is not after now, and returns
+// the earliest deadline of the others (zero if none is left).
+func (k *keeper) expire(now time.Time) (next time.Time) {
+	type expiry struct {
+		s      *Session
+		lastOK time.Time
+	}
+	var expired []expiry
+	k.mu.Lock()
+	for s, st := range k.sessions {
+		switch d := st.lastOK.Add(s.TTL()); {
+		case !now.Before(d):
+			expired = append(expired, expiry{s, st.lastOK})
+		case next.IsZero() || d.Before(next):
+			next = d
+		}
+	}
+	k.mu.Unlock()
+	for _, e := range expired {
+		e.s.lose(fmt.Errorf("%w: the last one that succeeded was sent %v ago; TTL %v", ErrSessionExpired,
+			time.Since(e.lastOK).Round(time.Millisecond), e.s.TTL()))
+	}
+	return next
+}
+
+// watchDeadlines ends sessions as their deadlines pass, from first on,
+// until the returned func is called (which waits for it). A round's calls
+// may take their whole timeout (up to TTL/3; three of them when the
+// server lacks the batch method), and the keeper's goroutine, waiting for
+// them, cannot close Done meanwhile: without this a holder waiting on
+// Lost went on for that long after the cluster could have expired its
+// session.
+func (k *keeper) watchDeadlines(first time.Time) (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	started := k.c.goroutine(func() {
+		defer close(finished)
+		timer := time.NewTimer(time.Until(first))
+		defer timer.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-k.c.ctx.Done():
+				return // run ends every session
+			case <-timer.C:
+			}
+			next := k.expire(time.Now())
+			if next.IsZero() {
+				return
+			}
+			timer.Reset(time.Until(next))
+		}
+	})
+	if !started {
+		return func() {} // closed: run ends every session
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-finished
+		})
+	}
 }
 
 // sendBatch renews the batch with one call; the call's error, if any,

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -54,4 +55,62 @@ func TestKeeperSingleKeepalivesThatHangDoNotHoldExpiredSessionsOpen(t *testing.T
 		return true
 	})
 	t.Logf("all %d sessions ended %v after the last was created", len(ss), time.Since(created).Round(time.Millisecond))
+}
+
+// TestKeeperClosesDoneAtTheDeadlineWhileABatchHangs: the keeper's
+// goroutine waits for a round's call, which may take its whole timeout
+// (TTL/3). A session whose keepalives kept failing and whose deadline
+// passed while the last one hung used to keep Done open until that call
+// gave up, up to TTL/3 after the cluster could expire it, with no
+// lock-delay to cover a holder still working on its lock. The fake node
+// fails keepalives at once until half a timeout before the deadline,
+// then holds the next one until the client cancels it, and records
+// whether Done was closed while the call still ran, at least a quarter
+// timeout after the deadline.
+func TestKeeperClosesDoneAtTheDeadlineWhileABatchHangs(t *testing.T) {
+	fc := newFakeCluster(t, 1)
+	c, _ := newTestClient(t, fc.addrs(), nil)
+	const ttl = 3 * time.Second
+	timeout := min(c.cfg.RequestTimeout, ttl/3) // the keeper's per-call timeout
+	s := newSessionsTTL(t, c, 1, ttl)[0]
+	deadline := func() time.Time { return s.born.Add(time.Duration(s.deadline.Load())) }
+	doneAtCancel := make(chan bool, 1)
+	fc.nodes[0].set(func(n *fakeNode) {
+		n.hook = func(ctx context.Context, method uint16) error {
+			if method != api.MethodSessionKeepaliveBatch {
+				return nil
+			}
+			if time.Until(deadline()) > timeout/2 {
+				return api.Errorf(api.CodeUnavailable, "no leader (test)")
+			}
+			// Entered at most timeout/2 before the deadline, the call
+			// lives until a timeout after it was sent (before it entered
+			// here): look at Done up to a quarter timeout before that.
+			look := time.NewTimer(timeout * 3 / 4)
+			defer look.Stop()
+			select {
+			case <-s.Done():
+			case <-look.C:
+			case <-ctx.Done():
+			}
+			select {
+			case doneAtCancel <- closed(s.Done()) && ctx.Err() == nil:
+			default:
+			}
+			<-ctx.Done() // the client gives up on the call
+			return ctx.Err()
+		}
+	})
+	var done bool
+	select {
+	case done = <-doneAtCancel:
+	case <-time.After(ttl + 10*time.Second):
+		t.Fatal("no keepalive was held until the client gave up on it")
+	}
+	if !done {
+		t.Fatalf("the session's deadline passed while a keepalive hung, and Done was still open (session err %v)", s.Err())
+	}
+	if err := s.Err(); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("session error %v; want ErrSessionExpired", err)
+	}
 }
