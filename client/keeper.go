@@ -284,7 +284,7 @@ func (k *keeper) watchDeadlines(first time.Time) (stop func()) {
 	done, finished := make(chan struct{}), make(chan struct{})
 	started := k.c.goroutine(func() {
 		defer close(finished)
-		timer := time.NewTimer(time.Until(first))
+		timer := time.NewTimer(min(time.Until(first), keepaliveRetryMax))
 		defer timer.Stop()
 		for {
 			select {
@@ -298,7 +298,9 @@ func (k *keeper) watchDeadlines(first time.Time) (stop func()) {
 			if next.IsZero() {
 				return
 			}
-			timer.Reset(time.Until(next))
+			// A session added meanwhile may have a shorter TTL than any
+			// scanned: look again at least every keepaliveRetryMax.
+			timer.Reset(min(time.Until(next), keepaliveRetryMax))
 		}
 	})
 	if !started {

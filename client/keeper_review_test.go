@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,5 +113,73 @@ func TestKeeperClosesDoneAtTheDeadlineWhileABatchHangs(t *testing.T) {
 	}
 	if err := s.Err(); !errors.Is(err, ErrSessionExpired) {
 		t.Fatalf("session error %v; want ErrSessionExpired", err)
+	}
+}
+
+// TestKeeperEndsASessionAddedDuringAHungRoundAtItsDeadline: the deadline
+// watcher of a round sleeps until the earliest deadline it saw when the
+// round began. A session created while the round hangs, with a TTL far
+// shorter than the others, must still have its Done closed at its own
+// deadline, not when the round gives up on its call.
+func TestKeeperEndsASessionAddedDuringAHungRoundAtItsDeadline(t *testing.T) {
+	fc := newFakeCluster(t, 1)
+	c, _ := newTestClient(t, fc.addrs(), nil)
+	timeout := c.cfg.RequestTimeout // the keeper's per-call timeout (TTL/3 for this TTL)
+	long := newSessionsTTL(t, c, 1, 3*timeout)[0]
+	entered := make(chan struct{}, 1)
+	var short atomic.Pointer[Session]
+	doneInFlight := make(chan bool, 1)
+	fc.nodes[0].set(func(n *fakeNode) {
+		n.hook = func(ctx context.Context, method uint16) error {
+			if method != api.MethodSessionKeepaliveBatch {
+				return nil
+			}
+			select {
+			case entered <- struct{}{}:
+			default:
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			// The call lives for timeout after it was sent: look at the
+			// short session's Done up to a quarter timeout before that.
+			look := time.NewTimer(timeout * 3 / 4)
+			defer look.Stop()
+			for {
+				s := short.Load()
+				if s != nil && closed(s.Done()) {
+					break
+				}
+				select {
+				case <-look.C:
+				case <-ctx.Done():
+				case <-time.After(5 * time.Millisecond):
+					continue
+				}
+				break
+			}
+			s := short.Load()
+			doneInFlight <- s != nil && closed(s.Done()) && ctx.Err() == nil
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	})
+	select {
+	case <-entered:
+	case <-time.After(time.Minute):
+		t.Fatal("no keepalive of the long session was sent")
+	}
+	// Its deadline is timeout/4 away, well before the hung call ends.
+	short.Store(newSessionsTTL(t, c, 1, timeout/4)[0])
+	var ok bool
+	select {
+	case ok = <-doneInFlight:
+	case <-time.After(2*timeout + 10*time.Second):
+		t.Fatal("the hung keepalive never looked at the short session")
+	}
+	if !ok {
+		t.Fatalf("the short session's deadline passed while the round hung, and its Done was still open (err %v)", short.Load().Err())
+	}
+	if long.Err() != nil {
+		t.Fatalf("the long session ended: %v", long.Err())
 	}
 }
