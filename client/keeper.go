@@ -244,8 +244,10 @@ func (k *keeper) round() {
 		k.mu.Unlock()
 		k.sendSingles(batch, timeout)
 	}
-	stop()
+	// Settled before the watcher stops, so that it never ends a session
+	// this round renewed.
 	k.settle(batch)
+	stop()
 }
 
 // expire ends the sessions whose deadline is not after now, and returns
@@ -374,10 +376,33 @@ func (k *keeper) sendSingles(batch []*pending, timeout time.Duration) {
 			p.ttl, p.err = 0, err
 			if err == nil {
 				p.ttl = time.Duration(resp.TTL)
+				// Recorded now, not when the round ends: the round's
+				// deadline watcher would otherwise end this session if
+				// its old deadline passes while other calls still hang.
+				k.renewed(p)
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// renewed records that p's keepalive, sent at p.sent, succeeded.
+func (k *keeper) renewed(p *pending) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if st := k.sessions[p.s]; st != nil {
+		k.renewedLocked(p, st)
+	}
+}
+
+// renewedLocked moves the session's deadline to p.sent plus its TTL.
+// Caller holds mu.
+func (k *keeper) renewedLocked(p *pending, st *kaState) {
+	if p.ttl > 0 {
+		p.s.ttl.Store(int64(p.ttl))
+	}
+	st.lastOK = p.sent
+	p.s.setDeadline(st.lastOK.Add(p.s.TTL()))
 }
 
 // settle applies a round's outcomes: renewed sessions are due again in
@@ -399,11 +424,8 @@ func (k *keeper) settle(batch []*pending) {
 		}
 		switch {
 		case p.err == nil:
-			if p.ttl > 0 {
-				p.s.ttl.Store(int64(p.ttl))
-			}
-			st.lastOK, st.failures = p.sent, 0
-			p.s.setDeadline(st.lastOK.Add(p.s.TTL()))
+			k.renewedLocked(p, st)
+			st.failures = 0
 			st.next = now.Add(p.s.TTL() / 3)
 		case errors.Is(p.err, api.ErrSessionNotFound):
 			lost = append(lost, p)

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lockd/lockd/api"
 	"github.com/lockd/lockd/rpc"
+	"github.com/lockd/lockd/session"
 )
 
 // TestKeeperSingleKeepalivesThatHangDoNotHoldExpiredSessionsOpen: against
@@ -181,5 +184,109 @@ func TestKeeperEndsASessionAddedDuringAHungRoundAtItsDeadline(t *testing.T) {
 	}
 	if long.Err() != nil {
 		t.Fatalf("the long session ended: %v", long.Err())
+	}
+}
+
+// startOldNode serves session create and the single keepalive (not the
+// batch method, like a server from before it) on fc's state; hook sees
+// each keepalive's session first, and a non-nil error is its answer.
+func startOldNode(t *testing.T, fc *fakeCluster, hook func(ctx context.Context, id session.ID) error) string {
+	table, err := errorTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := rpc.NewServer(rpc.ServerConfig{ClusterID: testCluster, Name: "old", Errors: table, Logger: testLogger("server-old")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rpc.Handle(srv, rpc.Method(api.MethodSessionCreate), "session.create", func(ctx context.Context, req *api.SessionCreateRequest) (*api.SessionCreateResponse, error) {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		resp, err := fc.createSession(req)
+		if err != nil {
+			return nil, err
+		}
+		return resp.(*api.SessionCreateResponse), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rpc.Handle(srv, rpc.Method(api.MethodSessionKeepalive), "session.keepalive", func(ctx context.Context, req *api.SessionKeepaliveRequest) (*api.SessionKeepaliveResponse, error) {
+		if err := hook(ctx, req.ID); err != nil {
+			return nil, err
+		}
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		info := fc.sessions[req.ID]
+		if info == nil {
+			return nil, api.Errorf(api.CodeSessionNotFound, "session %s not found", req.ID)
+		}
+		return &api.SessionKeepaliveResponse{TTL: info.TTL}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return l.Addr().String()
+}
+
+// TestKeeperKeepsASessionRenewedEarlyInAHungSinglesRound: with single
+// keepalives, one session's call may succeed while another's hangs for
+// the round's whole timeout. The success must count at once: the round's
+// deadline watcher ends sessions whose deadline passes meanwhile, and
+// would otherwise end the renewed one at its old deadline (a session
+// wrongly reported lost). Both sessions fail at once until half a timeout
+// before x's first deadline; then x's keepalive succeeds and y's hangs
+// until the client gives up, which is half a timeout after that deadline
+// at the earliest.
+func TestKeeperKeepsASessionRenewedEarlyInAHungSinglesRound(t *testing.T) {
+	const ttl = 3 * time.Second
+	var x, y atomic.Pointer[Session]
+	var xDeadline atomic.Int64 // Unix ns; set before the hook acts
+	var timeout time.Duration  // set before the hook acts
+	renewed := make(chan struct{})
+	var once sync.Once
+	fc := newFakeCluster(t, 0)
+	addr := startOldNode(t, fc, func(ctx context.Context, id session.ID) error {
+		xs, ys, d := x.Load(), y.Load(), xDeadline.Load()
+		if xs == nil || ys == nil || d == 0 || time.Until(time.Unix(0, d)) > timeout/2 {
+			return api.Errorf(api.CodeUnavailable, "no leader (test)")
+		}
+		if id == ys.ID() {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		if id == xs.ID() {
+			once.Do(func() { close(renewed) })
+		}
+		return nil
+	})
+	c, _ := newTestClient(t, []string{addr}, nil)
+	timeout = min(c.cfg.RequestTimeout, ttl/3) // the keeper's per-call timeout
+	ss := newSessionsTTL(t, c, 2, ttl)
+	x.Store(ss[0])
+	y.Store(ss[1])
+	xDeadline.Store(ss[0].born.Add(time.Duration(ss[0].deadline.Load())).UnixNano())
+	select {
+	case <-renewed:
+	case <-time.After(ttl + 10*time.Second):
+		t.Fatal("x's keepalive was never let through")
+	}
+	// Past x's old deadline, while y's call still hangs.
+	waitFor(t, 10*time.Second, "x's old deadline to pass", func() bool {
+		return time.Now().After(time.Unix(0, xDeadline.Load()).Add(timeout / 4))
+	})
+	if closed(ss[0].Done()) {
+		t.Fatalf("x was renewed before its deadline but ended at it: %v", ss[0].Err())
 	}
 }
