@@ -21,7 +21,9 @@ import (
 // decoding, a leadership confirmation, forwarding.)
 //
 // It runs one goroutine (joined by Client.Close) while the client has
-// sessions, and sends one round at a time. Sessions are ordered by when
+// sessions, and sends one round at a time; while a round's calls are in
+// flight a second goroutine (watchDeadlines, also joined) ends the
+// sessions whose deadline passes, so Done never waits for a hung call. Sessions are ordered by when
 // they are due, so a client with more than api.MaxKeepaliveBatch sessions
 // sends the most urgent first and the rest in the next rounds.
 //
