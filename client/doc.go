@@ -54,8 +54,8 @@
 // within about 200 ms on the next endpoint, for every session in it; a
 // server without the batch method gets one call per session. A session
 // is lost when the server says it does not know it, or when a TTL passed
-// since the last successful keepalive was sent; Done is then closed and
-// Err says why. Locks, semaphores and elections are held through a
+// since the last successful keepalive was sent (even while a keepalive
+// call is still in flight); Done is then closed and Err says why. Locks, semaphores and elections are held through a
 // session; each has a Lost channel, closed when its grant ends.
 //
 // # Invariants
@@ -69,9 +69,12 @@
 //     (etcd#22082).
 //  3. Every grant's Lost channel is closed when the grant ends, by Unlock
 //     or by the session's end, whichever comes first (etcd#6127).
-//  4. The client declares a session lost no later than the server can
-//     expire it: its TTL clock starts when the last successful keepalive
-//     was sent, not when its answer arrived.
+//  4. The client declares a session lost no later than the leader that
+//     acknowledged its keepalives can expire it: its TTL clock starts when
+//     the last successful keepalive was sent, not when its answer arrived.
+//     A new leader may expire it earlier, by up to TTL/6 (TTL/2 if the
+//     newest deadline checkpoint was lost with the old leader): a
+//     lock-delay of at least TTL/2 covers that window (README, "Lock-delay").
 //  5. At most one write is in flight per ClientID; all attempts of one
 //     write carry the same (ClientID, Seq), except lock acquires (fresh
 //     Seq per attempt, same lane). A lane whose write was abandoned
@@ -82,9 +85,10 @@
 //     resumes from the revision after the last one delivered; it ends
 //     with an error (never silently skips) if the history was compacted.
 //  7. Every goroutine (one keepalive goroutine per Client while it has
-//     sessions, one per watch or Observe) ends when its sessions, context
-//     or the Client end, and Close waits for them; every channel it hands
-//     out is bounded.
+//     sessions, plus, while a keepalive round is in flight, one that ends
+//     the sessions whose deadline passes; one per watch or Observe) ends
+//     when its sessions, context or the Client end, and Close waits for
+//     them; every channel it hands out is bounded.
 //
 // This package imports api, session, rpc, hclog and the standard library.
 // It must never import server, consensus, fsm or store.
