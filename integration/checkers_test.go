@@ -10,6 +10,7 @@ import (
 
 	"github.com/lockd/lockd/api"
 	"github.com/lockd/lockd/client"
+	"github.com/lockd/lockd/session"
 )
 
 // Resource is the simulated protected resource of the lock workload: a
@@ -71,8 +72,13 @@ func (r *Resource) Stats() (accepted, rejected int, lost []string) {
 // grantRecord is one successful Lock call.
 type grantRecord struct {
 	worker    int
+	session   session.ID
 	token     uint64
 	call, ret int64 // the Lock call's invocation and return (history clock)
+	// released: the Unlock of this grant succeeded. A grant whose Unlock
+	// failed stays with the session, and the session's next Lock of the
+	// same lock gets that same grant back (same token): not a double grant.
+	released bool
 }
 
 // LockWorkload runs workers that take one exclusive lock in turn and
@@ -143,7 +149,8 @@ func (w *LockWorkload) Run(ctx context.Context, id int, cl *client.Client, seed 
 		}
 		tok := m.Token()
 		w.mu.Lock()
-		w.grants = append(w.grants, grantRecord{worker: id, token: tok, call: call, ret: ret})
+		w.grants = append(w.grants, grantRecord{worker: id, session: s.ID(), token: tok, call: call, ret: ret})
+		gi := len(w.grants) - 1
 		w.mu.Unlock()
 	work:
 		for k := 0; k < 3; k++ {
@@ -163,7 +170,11 @@ func (w *LockWorkload) Run(ctx context.Context, id int, cl *client.Client, seed 
 		}
 		// An Unlock that fails leaves the grant to the session's end.
 		uctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_ = m.Unlock(uctx)
+		if m.Unlock(uctx) == nil {
+			w.mu.Lock()
+			w.grants[gi].released = true
+			w.mu.Unlock()
+		}
 		cancel()
 		sleepCtx(ctx, time.Duration(rng.IntN(20))*time.Millisecond)
 	}
@@ -209,8 +220,9 @@ func (w *LockWorkload) Check() (anomalies []string, grants int) {
 	anomalies = append(anomalies, w.anomalies...)
 	byToken := map[uint64]grantRecord{}
 	for _, g := range w.grants {
-		if o, ok := byToken[g.token]; ok {
-			anomalies = append(anomalies, fmt.Sprintf("token %d granted twice: to worker %d and worker %d", g.token, o.worker, g.worker))
+		if o, ok := byToken[g.token]; ok && (o.session != g.session || o.released) {
+			anomalies = append(anomalies, fmt.Sprintf("token %d granted twice: to worker %d (session %v, released %v) and worker %d (session %v)",
+				g.token, o.worker, o.session, o.released, g.worker, g.session))
 		}
 		byToken[g.token] = g
 	}

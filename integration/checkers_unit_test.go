@@ -68,10 +68,30 @@ func TestResourceCatchesLostUpdateAndFences(t *testing.T) {
 
 func TestLockCheckCatchesDoubleGrantAndOrder(t *testing.T) {
 	w := NewLockWorkload("l", NewHistory())
-	w.grants = []grantRecord{{worker: 0, token: 7, call: 0, ret: 10}, {worker: 1, token: 7, call: 20, ret: 30}, {worker: 2, token: 3, call: 40, ret: 50}}
+	w.grants = []grantRecord{{worker: 0, session: 1, token: 7, call: 0, ret: 10}, {worker: 1, session: 2, token: 7, call: 20, ret: 30}, {worker: 2, session: 3, token: 3, call: 40, ret: 50}}
 	an, _ := w.Check()
 	if len(an) < 2 || !strings.Contains(strings.Join(an, "\n"), "granted twice") || !strings.Contains(strings.Join(an, "\n"), "token order") {
 		t.Fatalf("double grant and reordering not both caught: %v", an)
+	}
+}
+
+// Found by the soak (isolated leader): a worker whose Unlock failed kept
+// the grant, and its session's next Lock got the same grant back, which
+// the checker reported as "token granted twice". The same token again
+// is a double grant only for another session, or after a release.
+func TestLockCheckAcceptsTheSameGrantBackAfterAFailedUnlock(t *testing.T) {
+	w := NewLockWorkload("l", NewHistory())
+	w.grants = []grantRecord{{worker: 1, session: 6, token: 9, call: 0, ret: 10}, {worker: 1, session: 6, token: 9, call: 20, ret: 30}}
+	if an, _ := w.Check(); len(an) != 0 {
+		t.Fatalf("the same session's unreleased grant, returned again, was reported: %v", an)
+	}
+	w.grants[0].released = true
+	if an, _ := w.Check(); len(an) != 1 || !strings.Contains(an[0], "granted twice") {
+		t.Fatalf("a token granted again after its release was not caught: %v", an)
+	}
+	w.grants[0].released, w.grants[1].session = false, 7
+	if an, _ := w.Check(); len(an) != 1 || !strings.Contains(an[0], "granted twice") {
+		t.Fatalf("a token granted to two sessions was not caught: %v", an)
 	}
 }
 
