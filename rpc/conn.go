@@ -115,7 +115,8 @@ func (c *conn) sendError(ctx context.Context, id uint64, m Method, err error) er
 // closeWithError tells the other side why the connection ends with an
 // error frame, half-closes, and lets the reader discard what is still
 // arriving for a short while so the frame is not lost to a reset. The
-// reader goroutine closes the connection for good.
+// reader goroutine closes the connection for good, or a timer does once
+// the linger time is up.
 func (c *conn) closeWithError(err error) {
 	c.closingOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), lingerTimeout)
@@ -129,6 +130,13 @@ func (c *conn) closeWithError(err error) {
 			_ = cw.CloseWrite()
 		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		// The reader clears the read deadline when it finishes a frame
+		// body (frameReader.next), which can undo the one just set: a
+		// server Close then waited forever for a reader blocked on a peer
+		// that kept its end open (seen as a 10-minute hang of the server
+		// tests under -race). So the connection is also closed outright
+		// once the linger time is up.
+		time.AfterFunc(2*lingerTimeout, func() { c.close(err) })
 	})
 }
 
