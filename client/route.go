@@ -42,6 +42,9 @@ type router struct {
 	// quietUntil (Unix ns): until then a call with a hint needs no lookup,
 	// so the hot path takes no lock.
 	quietUntil atomic.Int64
+	// nextLookup (Unix ns): without a hint, no lookup starts before then
+	// (routeRetryAfter), so calls without a hint take no lock either.
+	nextLookup atomic.Int64
 
 	mu      sync.Mutex // protects the fields below
 	running bool       // a lookup is under way
@@ -64,7 +67,9 @@ func (r *router) pick(s spec) (ep *endpoint, idx uint32, routed bool) {
 		}
 		return l, idx, true
 	}
-	r.maybeLookup(false)
+	if time.Now().UnixNano() >= r.nextLookup.Load() {
+		r.maybeLookup(false)
+	}
 	return ep, idx, false
 }
 
@@ -72,6 +77,7 @@ func (r *router) pick(s spec) (ep *endpoint, idx uint32, routed bool) {
 // or no longer lead), and starts a new lookup.
 func (r *router) failed(ep *endpoint) {
 	r.quietUntil.Store(0)
+	r.nextLookup.Store(0)
 	if r.leader.CompareAndSwap(ep, nil) {
 		r.c.logger.Debug("leader endpoint failed; calls take the rotation until the leader is found again", "endpoint", ep.addr)
 	}
@@ -91,6 +97,7 @@ func (r *router) maybeLookup(afterFailure bool) {
 		return
 	}
 	r.running, r.last = true, now
+	r.nextLookup.Store(now.Add(routeRetryAfter).UnixNano())
 	if !r.c.goroutine(r.lookup) {
 		r.running = false
 	}
