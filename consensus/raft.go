@@ -82,8 +82,17 @@ type Raft struct {
 	snapshotsToSend []NodeID
 	pendingInstall  *SnapshotInstall
 
+	// prevHard is the hard state last made durable (Advance, Persisted).
 	prevHard HardState
 	prevSoft SoftState
+
+	// writing is set between AdvanceAsync and Persisted: the driver is
+	// still writing an earlier Ready's entries and hard state. Until it
+	// is done, Ready hands out no new write, none of the messages that
+	// must follow one (they may vouch for state in that write or after
+	// it), and no received snapshot, so the write, the next one and an
+	// install reach the disk in the order the core made them.
+	writing bool
 }
 
 // New creates a core from its durable state.
@@ -237,6 +246,14 @@ func (r *Raft) send(m Message) {
 		// term was stored, a crash and a second win of the same term could
 		// send the learner other entries at the same index and term.
 		if r.role == Leader && r.prevHard.Term == r.term {
+			r.msgs = append(r.msgs, m)
+			return
+		}
+	case MsgHeartbeatResp:
+		// It vouches for nothing but the term, so once the term is durable
+		// it need not wait behind a write of entries: a leader's read and
+		// keepalive confirmations would otherwise wait for our fsync.
+		if r.prevHard.Term == r.term {
 			r.msgs = append(r.msgs, m)
 			return
 		}
@@ -976,11 +993,20 @@ func (r *Raft) TransferLeadership(to NodeID) error {
 
 // HasReady reports whether Ready would return anything to do.
 func (r *Raft) HasReady() bool {
-	return len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || r.bcastPending || r.reads.flushPending ||
-		len(r.snapshotsToSend) > 0 || r.pendingInstall != nil ||
-		len(r.reads.ready) > 0 || r.hardState() != r.prevHard || r.softState() != r.prevSoft || r.confVersion != r.prevConfVer ||
-		r.log.stabled < r.log.lastIndex() || r.log.applied < r.log.committed
+	if len(r.msgs) > 0 || r.bcastPending || r.reads.flushPending || len(r.snapshotsToSend) > 0 ||
+		len(r.reads.ready) > 0 || r.softState() != r.prevSoft || r.confVersion != r.prevConfVer {
+		return true
+	}
+	if r.log.applied < r.log.committed && !r.installWaits() {
+		return true
+	}
+	return !r.writing && (len(r.msgsAfterPersist) > 0 || r.pendingInstall != nil ||
+		r.hardState() != r.prevHard || r.log.stabled < r.log.lastIndex())
 }
+
+// installWaits reports that a received snapshot waits for the write in
+// flight: entries committed after it must not be applied before it is.
+func (r *Raft) installWaits() bool { return r.writing && r.pendingInstall != nil }
 
 // Ready is the work the driver must do, in this order:
 //  1. send Messages (they may go before anything is durable) and start
@@ -995,6 +1021,16 @@ func (r *Raft) HasReady() bool {
 //     (this may come before steps 3 and 4, after step 2: committed
 //     entries are durable on a majority already, even those in Entries);
 //  6. call Advance.
+//
+// A driver may instead start the write of step 3 and call AdvanceAsync
+// without waiting for it, then send MessagesAfterPersist and call
+// Persisted once the write is durable. Until then Ready returns no
+// Entries, HardState, MessagesAfterPersist or InstallSnapshot (they wait
+// for the next write), so at most one write is in flight and writes stay
+// in order; everything else (Messages, CommittedEntries, ReadStates) keeps
+// flowing, which is the point: a leader counts toward commit only what
+// Persisted reported, and every message that vouches for a write leaves
+// after it.
 type Ready struct {
 	SoftState            *SoftState
 	HardState            HardState
@@ -1029,7 +1065,8 @@ type SnapshotInstall struct {
 	Config Configuration
 }
 
-// Ready returns the pending work. Call Advance once it is done.
+// Ready returns the pending work. Call Advance (or AdvanceAsync) once it
+// is done.
 func (r *Raft) Ready() Ready {
 	if r.role == Leader {
 		r.reads.flush(r)
@@ -1039,16 +1076,20 @@ func (r *Raft) Ready() Ready {
 		}
 	}
 	rd := Ready{
-		Entries:              r.log.unstable(),
-		Messages:             r.msgs,
-		MessagesAfterPersist: r.msgsAfterPersist,
-		CommittedEntries:     r.log.toApply(),
-		ReadStates:           r.reads.ready,
-		SendSnapshots:        r.snapshotsToSend,
-		InstallSnapshot:      r.pendingInstall,
+		Messages:      r.msgs,
+		ReadStates:    r.reads.ready,
+		SendSnapshots: r.snapshotsToSend,
 	}
-	if hs := r.hardState(); hs != r.prevHard {
-		rd.HardState, rd.MustSaveHardState = hs, true
+	if !r.installWaits() {
+		rd.CommittedEntries = r.log.toApply()
+	}
+	if !r.writing {
+		rd.Entries = r.log.unstable()
+		rd.MessagesAfterPersist, r.msgsAfterPersist = r.msgsAfterPersist, nil
+		rd.InstallSnapshot, r.pendingInstall = r.pendingInstall, nil
+		if hs := r.hardState(); hs != r.prevHard {
+			rd.HardState, rd.MustSaveHardState = hs, true
+		}
 	}
 	if r.confVersion != r.prevConfVer {
 		c := r.confs.latest().Clone()
@@ -1058,27 +1099,61 @@ func (r *Raft) Ready() Ready {
 	if ss := r.softState(); ss != r.prevSoft {
 		rd.SoftState = &ss
 	}
-	r.msgs, r.msgsAfterPersist, r.reads.ready = nil, nil, nil
-	r.snapshotsToSend, r.pendingInstall = nil, nil
+	r.msgs, r.reads.ready, r.snapshotsToSend = nil, nil, nil
 	return rd
 }
 
-// Advance acknowledges that rd has been carried out.
+// Advance acknowledges that rd has been carried out, its write included.
 func (r *Raft) Advance(rd Ready) {
+	r.advanceDone(rd)
+	r.advanceDurable(rd)
+}
+
+// AdvanceAsync acknowledges that rd has been carried out except for its
+// write (Entries, HardState) and the MessagesAfterPersist that follow it;
+// the driver reports the write with Persisted(rd). A Ready taken while a
+// write is in flight holds no write: acknowledge it with Advance.
+func (r *Raft) AdvanceAsync(rd Ready) {
+	if r.writing {
+		panic(fmt.Sprintf("node %d: AdvanceAsync while an earlier write is in flight", r.id))
+	}
+	r.advanceDone(rd)
+	r.writing = true
+}
+
+// Persisted reports that the write of rd, acknowledged with AdvanceAsync,
+// is durable.
+func (r *Raft) Persisted(rd Ready) {
+	if !r.writing {
+		panic(fmt.Sprintf("node %d: Persisted without a write in flight", r.id))
+	}
+	r.writing = false
+	r.advanceDurable(rd)
+}
+
+// advanceDone records what the driver did with rd apart from its write.
+func (r *Raft) advanceDone(rd Ready) {
+	if n := len(rd.CommittedEntries); n > 0 {
+		r.log.applied = rd.CommittedEntries[n-1].Index
+	}
+	if rd.SoftState != nil {
+		r.prevSoft = *rd.SoftState
+	}
+}
+
+// advanceDurable records that rd's write is durable.
+func (r *Raft) advanceDurable(rd Ready) {
 	if n := len(rd.Entries); n > 0 {
 		last := rd.Entries[n-1]
+		// The log may have been cut below the write's end since (a write
+		// in flight, or a snapshot installed): then nothing is credited,
+		// and the next write rewrites from stabled on.
 		if r.log.matchTerm(last.Index, last.Term) && last.Index > r.log.stabled {
 			r.log.stabled = last.Index
 		}
 	}
-	if n := len(rd.CommittedEntries); n > 0 {
-		r.log.applied = rd.CommittedEntries[n-1].Index
-	}
 	if rd.MustSaveHardState {
 		r.prevHard = rd.HardState
-	}
-	if rd.SoftState != nil {
-		r.prevSoft = *rd.SoftState
 	}
 	if r.role == Leader && len(rd.Entries) > 0 && r.maybeCommit() {
 		r.bcastPending = true
