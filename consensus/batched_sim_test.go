@@ -28,6 +28,24 @@ func (s *simulation) stepBatched(readyProb float64) error {
 		dirty[n.id] = true
 		return nil
 	}
+	// A write in flight completes between any two inputs; the Ready
+	// after it is batched like any other.
+	maybeComplete := func() error {
+		if !s.opts.async {
+			return nil
+		}
+		for _, n := range s.nodes {
+			if n.raft != nil && n.pending != nil && s.rng.Float64() < s.opts.completeRate {
+				if err := s.completeWrite(n, false); err != nil {
+					return err
+				}
+				if err := maybeFlush(n); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
 	for _, n := range s.nodes {
 		if n.raft != nil {
 			n.raft.Tick()
@@ -35,6 +53,9 @@ func (s *simulation) stepBatched(readyProb float64) error {
 				return err
 			}
 		}
+	}
+	if err := maybeComplete(); err != nil {
+		return err
 	}
 	for budget := 0; budget < 20000; budget++ {
 		due := -1
@@ -72,6 +93,9 @@ func (s *simulation) stepBatched(readyProb float64) error {
 			return fmt.Errorf("node %d refused %s from %d: %w", to.id, sm.m.Type, sm.m.From, err)
 		}
 		if err := maybeFlush(to); err != nil {
+			return err
+		}
+		if err := maybeComplete(); err != nil {
 			return err
 		}
 	}
@@ -189,7 +213,7 @@ func (s *simulation) runWith(step func() error) error {
 	}
 	var st []string
 	for _, n := range s.nodes {
-		st = append(st, fmt.Sprintf("node %d: %s term %d lead %d last %d commit %d", n.id, n.raft.role, n.raft.term, n.raft.lead, n.raft.log.lastIndex(), n.raft.log.committed))
+		st = append(st, n.describe())
 	}
 	return fmt.Errorf("liveness: proposal %v is not applied everywhere; %s", want, strings.Join(st, "; "))
 }

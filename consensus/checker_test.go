@@ -118,28 +118,39 @@ func (c *safetyChecker) checkSnapshot(id NodeID, k entryKey) error {
 // in no server's log, and a lone voter may legitimately write another one
 // at the same index and (never durable, never sent) term after restarting.
 func (c *safetyChecker) checkEntries(r *Raft, ents []Entry) error {
-	return c.matchEntries(r, ents, false)
+	if len(ents) == 0 {
+		return nil
+	}
+	prevTerm, ok := r.log.term(ents[0].Index - 1)
+	if !ok {
+		return fmt.Errorf("node %d: entry %d has no predecessor in its log", r.id, ents[0].Index)
+	}
+	return c.matchEntries(r.id, prevTerm, ents, false)
 }
 
-func (c *safetyChecker) recordEntries(r *Raft, ents []Entry) error {
-	return c.matchEntries(r, ents, true)
+// recordEntries adds entries that just became durable on node id; prevTerm
+// is the term of the entry before the first, as it was when the write was
+// handed out. It is not looked up in the core's log now: with
+// asynchronous persistence the core may have cut its log below the write
+// (a conflicting leader) while it was in flight.
+func (c *safetyChecker) recordEntries(id NodeID, prevTerm Term, ents []Entry) error {
+	return c.matchEntries(id, prevTerm, ents, true)
 }
 
-func (c *safetyChecker) matchEntries(r *Raft, ents []Entry, record bool) error {
+func (c *safetyChecker) matchEntries(id NodeID, prevTerm Term, ents []Entry, record bool) error {
 	for i := range ents {
 		e := &ents[i]
 		if err := e.Verify(); err != nil {
-			return fmt.Errorf("node %d persists a corrupt entry: %w", r.id, err)
+			return fmt.Errorf("node %d persists a corrupt entry: %w", id, err)
 		}
-		prevTerm, ok := r.log.term(e.Index - 1)
-		if !ok {
-			return fmt.Errorf("node %d: entry %d has no predecessor in its log", r.id, e.Index)
+		if i > 0 {
+			prevTerm = ents[i-1].Term
 		}
 		k := entryKey{e.Index, e.Term}
 		f := entryFacts{prevTerm: prevTerm, checksum: e.Checksum}
 		if old, ok := c.facts[k]; ok && old != f {
 			return fmt.Errorf("log matching: node %d has entry %d term %d with previous term %d, checksum %08x; another log had previous term %d, checksum %08x",
-				r.id, e.Index, e.Term, prevTerm, e.Checksum, old.prevTerm, old.checksum)
+				id, e.Index, e.Term, prevTerm, e.Checksum, old.prevTerm, old.checksum)
 		} else if !ok && record {
 			c.facts[k] = f
 		}

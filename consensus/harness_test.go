@@ -150,5 +150,5 @@ func (sc *scenario) isolate(id NodeID) {
 func (sc *scenario) heal() { sc.cut = map[[2]NodeID]bool{} }
 
 // crash drops node id's volatile state; restart brings it back from disk.
-func (sc *scenario) crash(id NodeID)   { sc.node(id).raft = nil }
+func (sc *scenario) crash(id NodeID)   { n := sc.node(id); n.raft, n.pending = nil, nil }
 func (sc *scenario) restart(id NodeID) { sc.start(sc.node(id)); sc.ready(id) }

@@ -19,6 +19,12 @@ import (
 // and one-way partitions, crashes that lose everything not yet durable
 // (including crashes in the middle of handling a Ready), and restarts from
 // durable state. The safety checker runs after every step.
+//
+// Half the seeds (LOCKD_SIM_ASYNC=1 all, =0 none) persist asynchronously,
+// as a driver using AdvanceAsync/Persisted does: each node has at most one
+// write in flight, which lands at a random later step (or is lost, lands
+// whole, or lands without its hard state when the node crashes first)
+// while the core keeps stepping, ticking and handing out Readies.
 
 // simOptions are the fault rates of one run, drawn from its seed.
 type simOptions struct {
@@ -43,6 +49,15 @@ type simOptions struct {
 	promoteLag    int     // Config.PromoteLag
 	maxMachines   int     // members ever added, in all (ids are never reused)
 	breakRule     brokenRule
+	// async persists through AdvanceAsync/Persisted: a write stays in
+	// flight until the sim completes it, with completeRate per chance
+	// (each tick and each delivered message) per node.
+	async        bool
+	completeRate float64
+	// commitSkip is the chance that a hard state whose only change is the
+	// commit index is not written (the real driver never syncs one; it
+	// goes out with the next write).
+	commitSkip float64
 	// configure adjusts each node's Config (scenarios only).
 	configure func(*Config)
 }
@@ -75,8 +90,22 @@ func optionsForSeed(seed int64, rule brokenRule) simOptions {
 	o.confRate = []float64{0, 0.01, 0.03, 0.1}[rng.Intn(4)]
 	o.promoteLag = []int{1, 5, 50}[rng.Intn(3)]
 	o.maxMachines = o.nodes + 1 + rng.Intn(4)
+	// Asynchronous persistence, drawn after everything else too.
+	o.async = rng.Intn(2) == 0
+	o.completeRate = []float64{0.25, 0.5, 0.9}[rng.Intn(3)]
+	o.commitSkip = []float64{0, 0.5, 1}[rng.Intn(3)]
+	switch asyncMode {
+	case 0:
+		o.async = false
+	case 1:
+		o.async = true
+	}
 	return o
 }
+
+// asyncMode forces every seed to persist asynchronously (1) or
+// synchronously (0): LOCKD_SIM_ASYNC; by default each seed draws.
+var asyncMode = envInt("LOCKD_SIM_ASYNC", -1)
 
 type simNode struct {
 	id          NodeID
@@ -98,6 +127,35 @@ type simNode struct {
 	// that added it. snapConf is the configuration as of snap.
 	boot     Configuration
 	snapConf Configuration
+	// pending is the write in flight (async mode): handed out by a Ready
+	// acknowledged with AdvanceAsync, not yet durable.
+	pending *simWrite
+	// hardMem is the latest hard state the core handed out; the durable
+	// one (hard) may lag it by a commit index that was not written.
+	hardMem HardState
+}
+
+// simWrite is one Ready's write: entries (replacing the durable log from
+// the first on) and the hard state, in one record as the WAL's Save
+// writes them.
+type simWrite struct {
+	rd Ready
+	// prevTerm is the term of the entry before the first, when the Ready
+	// was taken.
+	prevTerm Term
+	// hs is the hard state written with the entries, nil if none.
+	hs *HardState
+}
+
+// describe tells a node's state for a liveness failure.
+func (n *simNode) describe() string {
+	r := n.raft
+	d := fmt.Sprintf("node %d: %s term %d vote %d lead %d last %d (term %d) commit %d stabled %d; durable %+v, %s, snapshot %v",
+		n.id, r.role, r.term, r.vote, r.lead, r.log.lastIndex(), r.log.lastTerm(), r.log.committed, r.log.stabled, n.hard, describeLog(n.log), n.snap)
+	if n.pending != nil {
+		d += fmt.Sprintf(", write in flight: %d entries, hard state %v", len(n.pending.rd.Entries), n.pending.hs)
+	}
+	return d + ", voters " + fmt.Sprint(r.voters)
 }
 
 // durableTerm is the term of entry i in the durable log.
@@ -175,6 +233,10 @@ type simStats struct {
 	elections, crashes, restarts, committed, readsServed, partitions int64
 	snapshots, compactions, snapshotsSent, snapshotsInstalled        int64
 	confChanges, promotions, removals, leaderRemovals                int64
+	// Asynchronous persistence: writes started, completed, and what a
+	// crash did to the one in flight.
+	writesAsync, writesCompleted, writesLost, writesLanded, writesTorn int64
+	commitsUnsynced                                                    int64
 }
 
 func (a *simStats) add(b simStats) {
@@ -192,6 +254,12 @@ func (a *simStats) add(b simStats) {
 	a.promotions += b.promotions
 	a.removals += b.removals
 	a.leaderRemovals += b.leaderRemovals
+	a.writesAsync += b.writesAsync
+	a.writesCompleted += b.writesCompleted
+	a.writesLost += b.writesLost
+	a.writesLanded += b.writesLanded
+	a.writesTorn += b.writesTorn
+	a.commitsUnsynced += b.commitsUnsynced
 }
 
 func newSimulation(seed int64, opts simOptions) *simulation {
@@ -262,6 +330,9 @@ func (s *simulation) start(n *simNode) {
 	}
 	cfg.Applied = n.snap.Index
 	st := Restored{HardState: n.hard, SnapIndex: base, SnapTerm: baseTerm, Entries: kept}
+	// As the driver does (NewNode): a snapshot holds committed entries
+	// only, and a stored commit index may lag it (commitSkip).
+	st.HardState.Commit = max(st.HardState.Commit, n.snap.Index)
 	if n.snap.Index > 0 {
 		st.Config, st.ConfigIndex = &n.snapConf, n.snap.Index
 	}
@@ -271,6 +342,8 @@ func (s *simulation) start(n *simNode) {
 	}
 	n.raft = r
 	n.applied = n.snap.Index
+	n.pending = nil
+	n.hardMem = n.hard
 }
 
 // node returns machine id, nil if there is none.
@@ -298,14 +371,51 @@ func (s *simulation) crashPoint(n *simNode, where string) bool {
 	if s.healed || s.opts.crashRate == 0 || s.rng.Float64() >= s.opts.crashRate*5 {
 		return false
 	}
-	s.tracef("node %d crashes %s (term %d, last %d)", n.id, where, n.raft.term, n.raft.log.lastIndex())
-	s.stats.crashes++
-	n.raft = nil
+	s.crash(n, where)
 	return true
 }
 
+// crash kills node n: everything not durable is lost. A write in flight
+// was lost, landed whole (but nothing that follows it happened), or, as a
+// driver with separate log and stable stores can leave it, landed without
+// its hard state; sometimes only a prefix of its entries landed, which
+// our WAL (one record per Save) never produces but the core must survive
+// too, since nothing vouched for any of it.
+func (s *simulation) crash(n *simNode, where string) error {
+	s.tracef("node %d crashes %s (term %d, last %d, write in flight %v)", n.id, where, n.raft.term, n.raft.log.lastIndex(), n.pending != nil)
+	s.stats.crashes++
+	defer func() { n.raft, n.pending = nil, nil }()
+	w := n.pending
+	if w == nil {
+		return nil
+	}
+	switch x := s.rng.Float64(); {
+	case x < 0.5:
+		s.stats.writesLost++
+		return nil
+	case x < 0.75:
+		s.stats.writesLanded++
+		s.tracef("node %d: its write in flight landed before the crash", n.id)
+		return s.persist(n, w.prevTerm, w.rd.Entries, w.hs)
+	default:
+		ents := w.rd.Entries
+		if len(ents) > 1 && s.rng.Intn(2) == 0 {
+			ents = ents[:1+s.rng.Intn(len(ents)-1)]
+		}
+		if len(ents) == 0 {
+			s.stats.writesLost++
+			return nil
+		}
+		s.stats.writesTorn++
+		s.tracef("node %d: entries %d..%d of its write landed before the crash, its hard state did not", n.id, ents[0].Index, ents[len(ents)-1].Index)
+		return s.persist(n, w.prevTerm, ents, nil)
+	}
+}
+
 // handleReady plays the driver: send, persist, send-after-persist, apply,
-// advance; with the checker after every part.
+// advance; with the checker after every part. In async mode a Ready with
+// a write is acknowledged with AdvanceAsync and its write left in flight
+// for completeWrite.
 func (s *simulation) handleReady(n *simNode) error {
 	for n.raft != nil && n.raft.HasReady() {
 		r := n.raft
@@ -316,86 +426,293 @@ func (s *simulation) handleReady(n *simNode) error {
 				s.stats.elections++
 			}
 		}
+		if n.pending != nil && (len(rd.Entries) > 0 || rd.MustSaveHardState || len(rd.MessagesAfterPersist) > 0 || rd.InstallSnapshot != nil) {
+			return fmt.Errorf("node %d: a Ready taken while a write is in flight holds %d entries, hard state %v, %d messages after persist, install %v",
+				n.id, len(rd.Entries), rd.MustSaveHardState, len(rd.MessagesAfterPersist), rd.InstallSnapshot != nil)
+		}
 		if err := s.check.checkEntries(r, rd.Entries); err != nil {
 			return err
 		}
 		if err := s.checkLeaderCommit(r); err != nil {
 			return err
 		}
-		s.enqueue(rd.Messages)
+		if err := s.send(n, rd.Messages); err != nil {
+			return err
+		}
 		for _, to := range rd.SendSnapshots {
 			if err := s.sendSnapshot(n, to); err != nil {
 				return err
 			}
 		}
-		if in := rd.InstallSnapshot; in != nil {
-			// The snapshot became durable when it arrived; restore the
-			// state machine from it and drop the stored log it replaces.
-			k := entryKey{in.Meta.Index, in.Meta.Term}
-			if k != n.snap {
-				return fmt.Errorf("node %d installs snapshot %v but its newest durable snapshot is %v", n.id, k, n.snap)
-			}
-			if err := s.check.checkSnapshot(n.id, k); err != nil {
-				return err
-			}
-			if in.DiscardLog {
-				n.log = nil
-			} else {
-				n.compactDurable(k.Index)
-			}
-			n.applied = k.Index
-			n.snapshotsInstalled++
-			s.stats.snapshotsInstalled++
-			s.tracef("node %d installs snapshot %v (log discarded: %v)", n.id, k, in.DiscardLog)
+		if err := s.install(n, rd.InstallSnapshot); err != nil {
+			return err
 		}
 		if s.crashPoint(n, "before persisting") {
 			return nil
 		}
-		if err := s.check.recordEntries(r, rd.Entries); err != nil {
+		var w *simWrite
+		if n.pending == nil {
+			w = s.writeOf(n, rd)
+		}
+		if w != nil && s.opts.async {
+			// The write goes on in the background; the rest of the Ready
+			// is done now, as a driver with a write goroutine does.
+			if err := s.applyReady(n, rd); err != nil {
+				return err
+			}
+			r.AdvanceAsync(rd)
+			n.pending = w
+			s.stats.writesAsync++
+			if err := s.afterAdvance(r); err != nil {
+				return err
+			}
+			continue
+		}
+		if w != nil {
+			if err := s.persist(n, w.prevTerm, rd.Entries, w.hs); err != nil {
+				return err
+			}
+			if s.crashPoint(n, "after persisting, before replying") {
+				return nil
+			}
+		}
+		if err := s.send(n, rd.MessagesAfterPersist); err != nil {
 			return err
 		}
-		if rd.MustSaveHardState {
-			n.hard = rd.HardState
-		}
-		if len(rd.Entries) > 0 {
-			first := rd.Entries[0].Index
-			switch {
-			case len(n.log) == 0:
-				if base := max(n.snap.Index, r.log.snapIndex); first > base+1 {
-					return fmt.Errorf("node %d persists entry %d into an empty log after base %d: gap", n.id, first, base)
-				}
-				n.log = append([]Entry(nil), rd.Entries...)
-			case first < n.log[0].Index || first > n.log[len(n.log)-1].Index+1:
-				return fmt.Errorf("node %d persists entry %d outside its durable log %d..%d", n.id, first, n.log[0].Index, n.log[len(n.log)-1].Index)
-			default:
-				keep := first - n.log[0].Index
-				n.log = append(n.log[:keep:keep], rd.Entries...)
-			}
-		}
-		if s.crashPoint(n, "after persisting, before replying") {
-			return nil
-		}
-		s.enqueue(rd.MessagesAfterPersist)
-		for _, e := range rd.CommittedEntries {
-			if err := s.check.checkApply(r, n.applied, e); err != nil {
-				return err
-			}
-			n.applied = e.Index
-		}
-		for _, rs := range rd.ReadStates {
-			if err := s.checkRead(n, rs); err != nil {
-				return err
-			}
+		if err := s.applyReady(n, rd); err != nil {
+			return err
 		}
 		r.Advance(rd)
-		if err := s.check.checkNode(r); err != nil {
-			return err
-		}
-		if err := s.checkLeaderCommit(r); err != nil {
+		if err := s.afterAdvance(r); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeOf returns what rd asks to write, nil if nothing: its entries and
+// the hard state, which like the real driver includes a commit index
+// that an earlier Ready changed but was not written then. A hard state
+// whose only change is the commit index is not written, with chance
+// commitSkip, when there are no entries to write with it.
+func (s *simulation) writeOf(n *simNode, rd Ready) *simWrite {
+	if rd.MustSaveHardState {
+		n.hardMem = rd.HardState
+	}
+	var hs *HardState
+	if n.hardMem != n.hard {
+		hs = new(HardState)
+		*hs = n.hardMem
+		commitOnly := hs.Term == n.hard.Term && hs.Vote == n.hard.Vote
+		if commitOnly && len(rd.Entries) == 0 && s.opts.commitSkip > 0 && s.rng.Float64() < s.opts.commitSkip {
+			s.stats.commitsUnsynced++
+			hs = nil
+		}
+	}
+	if hs == nil && len(rd.Entries) == 0 {
+		return nil
+	}
+	w := &simWrite{rd: rd, hs: hs}
+	if len(rd.Entries) > 0 {
+		w.prevTerm, _ = n.raft.log.term(rd.Entries[0].Index - 1) // checkEntries made sure it is there
+	}
+	return w
+}
+
+// install carries out a Ready's InstallSnapshot.
+func (s *simulation) install(n *simNode, in *SnapshotInstall) error {
+	if in == nil {
+		return nil
+	}
+	// The snapshot became durable when it arrived; restore the state
+	// machine from it and drop the stored log it replaces.
+	k := entryKey{in.Meta.Index, in.Meta.Term}
+	if k != n.snap {
+		return fmt.Errorf("node %d installs snapshot %v but its newest durable snapshot is %v", n.id, k, n.snap)
+	}
+	if err := s.check.checkSnapshot(n.id, k); err != nil {
+		return err
+	}
+	if in.DiscardLog {
+		n.log = nil
+	} else {
+		n.compactDurable(k.Index)
+	}
+	n.applied = k.Index
+	n.snapshotsInstalled++
+	s.stats.snapshotsInstalled++
+	s.tracef("node %d installs snapshot %v (log discarded: %v)", n.id, k, in.DiscardLog)
+	return nil
+}
+
+// applyReady applies a Ready's committed entries and answers its reads.
+func (s *simulation) applyReady(n *simNode, rd Ready) error {
+	for _, e := range rd.CommittedEntries {
+		if err := s.check.checkApply(n.raft, n.applied, e); err != nil {
+			return err
+		}
+		n.applied = e.Index
+	}
+	for _, rs := range rd.ReadStates {
+		if err := s.checkRead(n, rs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *simulation) afterAdvance(r *Raft) error {
+	if err := s.check.checkNode(r); err != nil {
+		return err
+	}
+	return s.checkLeaderCommit(r)
+}
+
+// persist makes a write durable on node n: entries replace the durable
+// log from the first on, then the hard state (if any) is stored.
+func (s *simulation) persist(n *simNode, prevTerm Term, ents []Entry, hs *HardState) error {
+	if err := s.check.recordEntries(n.id, prevTerm, ents); err != nil {
+		return err
+	}
+	if hs != nil {
+		n.hard = *hs
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	first := ents[0].Index
+	switch {
+	case len(n.log) == 0:
+		if base := max(n.snap.Index, n.raft.log.snapIndex); first > base+1 {
+			return fmt.Errorf("node %d persists entry %d into an empty log after base %d: gap", n.id, first, base)
+		}
+		n.log = append([]Entry(nil), ents...)
+	case first < n.log[0].Index || first > n.log[len(n.log)-1].Index+1:
+		return fmt.Errorf("node %d persists entry %d outside its durable log %d..%d", n.id, first, n.log[0].Index, n.log[len(n.log)-1].Index)
+	default:
+		keep := first - n.log[0].Index
+		n.log = append(n.log[:keep:keep], ents...)
+	}
+	return nil
+}
+
+// completeWrite makes node n's write in flight durable, sends the messages
+// that waited for it, reports it with Persisted and (with ready) handles
+// the Ready that may follow.
+func (s *simulation) completeWrite(n *simNode, ready bool) error {
+	w := n.pending
+	n.pending = nil
+	if err := s.persist(n, w.prevTerm, w.rd.Entries, w.hs); err != nil {
+		return err
+	}
+	if err := s.send(n, w.rd.MessagesAfterPersist); err != nil {
+		return err
+	}
+	n.raft.Persisted(w.rd)
+	s.stats.writesCompleted++
+	if err := s.afterAdvance(n.raft); err != nil {
+		return err
+	}
+	if !ready {
+		return nil
+	}
+	return s.handleReady(n)
+}
+
+// maybeComplete gives every node with a write in flight its chance to
+// complete it.
+func (s *simulation) maybeComplete() error {
+	if !s.opts.async {
+		return nil
+	}
+	for _, n := range s.nodes {
+		if n.raft != nil && n.pending != nil && s.rng.Float64() < s.opts.completeRate {
+			if err := s.completeWrite(n, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// send checks what node n is about to send against its durable state,
+// then puts it on the network.
+func (s *simulation) send(n *simNode, msgs []Message) error {
+	for i := range msgs {
+		if err := s.checkVouched(n, msgs[i]); err != nil {
+			return err
+		}
+	}
+	s.enqueue(msgs)
+	return nil
+}
+
+// checkVouched: a message may claim only what is durable on its sender
+// (dissertation §3.8): its term (pre-votes aside, which claim none), a
+// vote it grants or asks for, an entry it acknowledges. A node that
+// crashed and restarted must not contradict anything it ever sent.
+func (s *simulation) checkVouched(n *simNode, m Message) error {
+	if m.Type == MsgPreVote || m.Type == MsgPreVoteResp {
+		return nil
+	}
+	if m.Term > n.hard.Term {
+		return fmt.Errorf("node %d sends %s to %d in term %d while its durable term is %d (in memory %d)", n.id, m.Type, m.To, m.Term, n.hard.Term, n.raft.term)
+	}
+	// A vote is vouched for by a durable vote for the same node in that
+	// term, or by a durable later term: a node never votes in a term it
+	// has passed (several Steps may go into one Ready, so a grant may
+	// leave with a write that already moved on).
+	holdsVote := func(v NodeID) bool {
+		return n.hard.Term > m.Term || n.hard.Vote == v
+	}
+	switch {
+	case m.Type == MsgVote && !holdsVote(n.id):
+		return fmt.Errorf("node %d asks for votes in term %d while its durable vote is %d in term %d", n.id, m.Term, n.hard.Vote, n.hard.Term)
+	case m.Type == MsgVoteResp && !m.Reject && !holdsVote(m.To):
+		return fmt.Errorf("node %d grants its vote to %d in term %d while its durable vote is %d in term %d", n.id, m.To, m.Term, n.hard.Vote, n.hard.Term)
+	case m.Type == MsgAppResp && !m.Reject && m.Index > 0:
+		return s.checkAck(n, m)
+	}
+	return nil
+}
+
+// checkAck: an acknowledgement of index i from node n (the leader counts
+// it toward commit) needs entry i durable on n, the one the leader of
+// m.Term holds there. Entries through n's commit index are exempt: a
+// follower answers a stale append with its commit index, which every
+// later leader holds and a majority has durable.
+func (s *simulation) checkAck(n *simNode, m Message) error {
+	i := m.Index
+	if i <= n.raft.log.committed {
+		return nil
+	}
+	t, ok := n.durableTerm(i)
+	if !ok {
+		if i <= n.snap.Index {
+			return nil // a durable snapshot covers it: committed state
+		}
+		return fmt.Errorf("node %d acknowledges entry %d to %d in term %d but its durable log holds %s and its snapshot ends at %d",
+			n.id, i, m.To, m.Term, describeLog(n.log), n.snap.Index)
+	}
+	if t > m.Term {
+		return fmt.Errorf("node %d acknowledges entry %d to %d in term %d but its durable entry there is of term %d", n.id, i, m.To, m.Term, t)
+	}
+	if id, ok := s.check.leaders[m.Term]; ok {
+		if l := s.node(id); l != nil && l.raft != nil && l.raft.role == Leader && l.raft.term == m.Term {
+			if lt, ok := l.raft.log.term(i); ok && lt != t {
+				return fmt.Errorf("node %d acknowledges entry %d to leader %d of term %d, which holds term %d there, but its durable entry is of term %d",
+					n.id, i, id, m.Term, lt, t)
+			}
+		}
+	}
+	return nil
+}
+
+func describeLog(log []Entry) string {
+	if len(log) == 0 {
+		return "no entries"
+	}
+	return fmt.Sprintf("entries %d..%d", log[0].Index, log[len(log)-1].Index)
 }
 
 // checkLeaderCommit: whatever a leader commits must be durable on a
@@ -646,9 +963,9 @@ func (s *simulation) randomFaults() error {
 				return err
 			}
 		case n.raft != nil && s.rng.Float64() < s.opts.crashRate:
-			s.tracef("node %d crashes (term %d, role %s)", n.id, n.raft.term, n.raft.role)
-			s.stats.crashes++
-			n.raft = nil
+			if err := s.crash(n, "as a "+n.raft.role.String()); err != nil {
+				return err
+			}
 		case n.raft != nil && s.rng.Float64() < s.opts.snapRate:
 			if err := s.takeSnapshot(n); err != nil {
 				return err
@@ -661,6 +978,9 @@ func (s *simulation) randomFaults() error {
 // step advances the simulation by one tick.
 func (s *simulation) step() error {
 	s.now++
+	if err := s.maybeComplete(); err != nil {
+		return err
+	}
 	for _, n := range s.nodes {
 		if n.raft != nil {
 			n.raft.Tick()
@@ -695,6 +1015,9 @@ func (s *simulation) step() error {
 			return fmt.Errorf("node %d refused %s from %d: %w", to.id, sm.m.Type, sm.m.From, err)
 		}
 		if err := s.handleReady(to); err != nil {
+			return err
+		}
+		if err := s.maybeComplete(); err != nil {
 			return err
 		}
 	}
@@ -816,7 +1139,7 @@ func (s *simulation) run() error {
 	}
 	var st []string
 	for _, n := range s.nodes {
-		st = append(st, fmt.Sprintf("node %d: %s term %d lead %d last %d commit %d", n.id, n.raft.role, n.raft.term, n.raft.lead, n.raft.log.lastIndex(), n.raft.log.committed))
+		st = append(st, n.describe())
 	}
 	return fmt.Errorf("liveness: %d ticks after faults stopped, proposal %v is not applied everywhere; %s", s.opts.livenessTicks, want, strings.Join(st, "; "))
 }
