@@ -108,6 +108,15 @@ type NodeConfig struct {
 	// SnapshotTimeout bounds one snapshot transfer to a follower. Default
 	// 5 minutes.
 	SnapshotTimeout time.Duration
+
+	// SyncPersist makes the loop wait for each Ready's write (its fsync)
+	// before it steps anything else, as a plain Raft driver does. By
+	// default a writer goroutine makes the write while the loop goes on
+	// stepping acknowledgements and proposals and applying commits: the
+	// core keeps the next write, and every message that vouches for one,
+	// until the write before it is durable, and a leader counts itself
+	// toward commit only then (Raft.AdvanceAsync).
+	SyncPersist bool
 }
 
 // Validate checks the configuration, fills defaults and validates Raft.
@@ -218,6 +227,10 @@ type Node struct {
 	snapDone chan snapTaken
 	sentc    chan snapSent
 	offerc   chan snapOffer
+	// writec hands the writer goroutine its job and writtenc brings it
+	// back; at most one is in flight, so neither ever blocks.
+	writec   chan *writeJob
+	writtenc chan *writeJob
 	// bgctx is cancelled by Stop; snapshot goroutines use it and wg joins
 	// them.
 	bgctx    context.Context
@@ -280,6 +293,8 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		snapDone:  make(chan snapTaken, 1),
 		sentc:     make(chan snapSent, maxSnapshotSends),
 		offerc:    make(chan snapOffer, maxSnapshotOffers),
+		writec:    make(chan *writeJob, 1),
+		writtenc:  make(chan *writeJob, 1),
 	}
 	n.bgctx, n.bgcancel = context.WithCancel(context.Background())
 	if b, ok := cfg.LogStore.(BatchStore); ok && sameObject(cfg.LogStore, cfg.StableStore) {

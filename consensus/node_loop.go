@@ -75,7 +75,20 @@ type loopState struct {
 	savedHardState HardState
 	lead           NodeID
 
+	// writing is the write handed to the writer goroutine and not yet
+	// reported back (at most one: the core hands out no other meanwhile).
+	writing *writeJob
+
 	snaps snapState
+}
+
+// writeJob is one Ready's write, carried out by the writer goroutine while
+// the loop goes on (unless NodeConfig.SyncPersist).
+type writeJob struct {
+	rd   Ready
+	hs   *HardState // nil: the Ready's entries only
+	took time.Duration
+	err  error
 }
 
 func (n *Node) initLoop(core *Raft, st Restored, snap SnapshotMeta) {
@@ -99,9 +112,26 @@ func (n *Node) run() {
 		pprof.Labels("goroutine", "consensus.loop", "node", strconv.FormatUint(uint64(n.id), 10))))
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
+	writerDone := make(chan struct{})
+	go n.runWriter(writerDone)
+	defer func() {
+		// The stores are closed once Stop returns: no write may be left
+		// running into them.
+		if n.writing != nil {
+			<-n.writtenc
+			n.writing = nil
+		}
+		close(n.writec)
+		<-writerDone
+	}()
 	for {
+		var err error
 		select {
 		case <-n.stopc:
+			if err := n.waitWrite(); err != nil {
+				n.logger.Warn("the last write before stopping failed; a restart recovers from the leader",
+					"id", n.id, "term", n.hardState.Term, "last_index", n.lastIndex, "error", err)
+			}
 			n.flushCommit()
 			n.shutdown(ErrStopped)
 			n.logger.Info("node stopped", "id", n.id, "term", n.hardState.Term, "commit", n.hardState.Commit,
@@ -112,15 +142,6 @@ func (n *Node) run() {
 			n.dropAbandoned()
 		case m := <-n.inbox:
 			n.step(m)
-			for i := 1; i < maxInboxBatch; i++ {
-				select {
-				case m := <-n.inbox:
-					n.step(m)
-					continue
-				default:
-				}
-				break
-			}
 		case p := <-n.propc:
 			n.proposeBatch(p)
 		case r := <-n.readc:
@@ -130,29 +151,65 @@ func (n *Node) run() {
 		case p := <-n.confc:
 			n.startConfChange(p)
 		case res := <-n.snapDone:
-			n.snapshotTaken(res)
+			err = n.snapshotTaken(res)
 		case res := <-n.sentc:
 			n.snapshotSent(res)
 		case o := <-n.offerc:
-			n.snapshotOffered(o)
+			err = n.snapshotOffered(o)
+		case job := <-n.writtenc:
+			err = n.finishWrite(job)
+		}
+		if err == nil {
+			err = n.gather()
 		}
 		// Advance can itself create work (a leader's own fsync may commit),
 		// so run Readies until the core is quiet.
-		for n.core.HasReady() {
-			if err := n.handleReady(n.core.Ready()); err != nil {
-				n.logger.Error("persisting raft state failed: stopping the node, it must not run without durability",
-					"id", n.id, "term", n.hardState.Term, "last_index", n.lastIndex, "error", err)
-				n.shutdown(fmt.Errorf("%w: persisting raft state failed: %w", ErrStopped, err))
-				return
-			}
-			if len(n.snaps.failedSends) > 0 {
+		for err == nil && n.core.HasReady() {
+			err = n.handleReady(n.core.Ready())
+			if err == nil && len(n.snaps.failedSends) > 0 {
 				n.reportFailedSends()
 			}
+		}
+		if err != nil {
+			n.logger.Error("persisting raft state failed: stopping the node, it must not run without durability",
+				"id", n.id, "term", n.hardState.Term, "last_index", n.lastIndex, "error", err)
+			n.shutdown(fmt.Errorf("%w: persisting raft state failed: %w", ErrStopped, err))
+			return
 		}
 		n.maybeSnapshot()
 		n.checkTransfers()
 		n.publish()
 	}
+}
+
+// gather takes what else is waiting already (peer messages, proposals, a
+// finished write) before the next Ready, so that one Ready, one write and
+// one append per follower serve all of it. Without it a loop that no
+// longer waits for its fsync would run a Ready, with its messages, for
+// nearly every message it receives.
+func (n *Node) gather() error {
+	for i := 0; i < maxInboxBatch; i++ {
+		select {
+		case m := <-n.inbox:
+			n.step(m)
+			continue
+		default:
+		}
+		break
+	}
+	select {
+	case p := <-n.propc:
+		n.proposeBatch(p)
+	default:
+	}
+	if n.writing != nil {
+		select {
+		case job := <-n.writtenc:
+			return n.finishWrite(job)
+		default:
+		}
+	}
+	return nil
 }
 
 func (n *Node) step(m Message) {
@@ -299,21 +356,79 @@ func (n *Node) handleReady(rd Ready) error {
 	// the stored log at restart (TrimLog).
 	n.apply(rd.CommittedEntries)
 	n.deliverReadStates(rd.ReadStates)
-	if err := n.persist(rd); err != nil {
-		return err
-	}
-	// Votes and acknowledgements vouch for what was just persisted.
-	if len(rd.MessagesAfterPersist) > 0 {
-		n.cfg.Transport.Send(rd.MessagesAfterPersist)
-	}
+	hs := n.hardStateToSave(rd)
 	if rd.SoftState != nil {
 		n.onSoftState(*rd.SoftState)
 	}
+	if hs == nil && len(rd.Entries) == 0 {
+		// Nothing to write: whatever the messages vouch for is durable
+		// already (the core hands them out only with no write in flight).
+		n.sendAfterPersist(rd)
+		n.core.Advance(rd)
+		return nil
+	}
+	job := &writeJob{rd: rd, hs: hs}
+	if !n.cfg.SyncPersist {
+		// The loop goes on stepping acknowledgements, proposals and
+		// commits while the writer fsyncs; the core holds back the next
+		// write and everything that must follow this one until
+		// finishWrite reports it.
+		n.writing = job
+		n.writec <- job
+		n.core.AdvanceAsync(rd)
+		return nil
+	}
+	n.write(job)
+	if err := n.wrote(job); err != nil {
+		return err
+	}
+	n.sendAfterPersist(rd)
 	n.core.Advance(rd)
 	return nil
 }
 
-func (n *Node) persist(rd Ready) error {
+// sendAfterPersist sends the messages that vouch for rd's write: votes and
+// acknowledgements.
+func (n *Node) sendAfterPersist(rd Ready) {
+	if len(rd.MessagesAfterPersist) > 0 {
+		n.cfg.Transport.Send(rd.MessagesAfterPersist)
+	}
+}
+
+// runWriter carries out write jobs in order until writec closes.
+func (n *Node) runWriter(done chan<- struct{}) {
+	defer close(done)
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(),
+		pprof.Labels("goroutine", "consensus.writer", "node", strconv.FormatUint(uint64(n.id), 10))))
+	for job := range n.writec {
+		n.write(job)
+		n.writtenc <- job
+	}
+}
+
+// finishWrite takes back the writer's report of the write in flight.
+func (n *Node) finishWrite(job *writeJob) error {
+	n.writing = nil
+	if err := n.wrote(job); err != nil {
+		return err
+	}
+	n.sendAfterPersist(job.rd)
+	n.core.Persisted(job.rd)
+	return nil
+}
+
+// waitWrite blocks until the write in flight, if any, is durable, for work
+// that must not overlap it (deleting a log prefix, stopping).
+func (n *Node) waitWrite() error {
+	if n.writing == nil {
+		return nil
+	}
+	return n.finishWrite(<-n.writtenc)
+}
+
+// hardStateToSave records rd's hard state and returns it if it must be
+// written, nil if not.
+func (n *Node) hardStateToSave(rd Ready) *HardState {
 	if rd.MustSaveHardState {
 		n.hardState = rd.HardState
 	}
@@ -326,41 +441,60 @@ func (n *Node) persist(rd Ready) error {
 	// off every commit's critical path (the leader learns of a commit,
 	// then applies and answers) and off every follower's. It is stored
 	// with the next entries or term/vote change, and when the node stops.
-	var hs *HardState
-	if n.hardState != n.savedHardState &&
-		(len(rd.Entries) > 0 || n.hardState.Term != n.savedHardState.Term || n.hardState.Vote != n.savedHardState.Vote) {
-		hs = &n.hardState
+	//
+	// Only rd decides: while a write is in flight the core hands out
+	// neither entries nor a hard state, and savedHardState lags until the
+	// write is reported.
+	termOrVote := rd.MustSaveHardState &&
+		(rd.HardState.Term != n.savedHardState.Term || rd.HardState.Vote != n.savedHardState.Vote)
+	if (len(rd.Entries) > 0 || termOrVote) && n.hardState != n.savedHardState {
+		hs := n.hardState
+		return &hs
 	}
-	if hs == nil && len(rd.Entries) == 0 {
-		return nil
-	}
+	return nil
+}
+
+// write makes job's entries and hard state durable. It runs on the writer
+// goroutine (or the loop, with SyncPersist) and touches nothing but the
+// stores and job.
+func (n *Node) write(job *writeJob) {
 	start := time.Now()
-	defer func() { n.metrics.Persist.Observe(time.Since(start)) }()
+	defer func() { job.took = time.Since(start) }()
+	ents, hs := job.rd.Entries, job.hs
 	if n.batch != nil {
-		if err := n.batch.Save(hs, rd.Entries); err != nil {
-			return fmt.Errorf("saving %d entries and hard state: %w", len(rd.Entries), err)
+		if err := n.batch.Save(hs, ents); err != nil {
+			job.err = fmt.Errorf("saving %d entries and hard state: %w", len(ents), err)
 		}
-	} else {
-		// Entries first: a stored commit index must never point past the
-		// stored log.
-		if len(rd.Entries) > 0 {
-			if err := n.cfg.LogStore.StoreEntries(rd.Entries); err != nil {
-				return fmt.Errorf("storing entries %d..%d: %w", rd.Entries[0].Index, rd.Entries[len(rd.Entries)-1].Index, err)
-			}
-		}
-		if hs != nil {
-			if err := n.cfg.StableStore.SetHardState(*hs); err != nil {
-				return fmt.Errorf("storing hard state (term %d, vote %d, commit %d): %w", hs.Term, hs.Vote, hs.Commit, err)
-			}
-		}
+		return
 	}
-	if k := len(rd.Entries); k > 0 {
-		// Entries replace the stored log from their first index on, so the
-		// last one is the log's end.
-		n.lastIndex = rd.Entries[k-1].Index
+	// Entries first: a stored commit index must never point past the
+	// stored log.
+	if len(ents) > 0 {
+		if err := n.cfg.LogStore.StoreEntries(ents); err != nil {
+			job.err = fmt.Errorf("storing entries %d..%d: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+			return
+		}
 	}
 	if hs != nil {
-		n.savedHardState = *hs
+		if err := n.cfg.StableStore.SetHardState(*hs); err != nil {
+			job.err = fmt.Errorf("storing hard state (term %d, vote %d, commit %d): %w", hs.Term, hs.Vote, hs.Commit, err)
+		}
+	}
+}
+
+// wrote records on the loop what a finished write made durable.
+func (n *Node) wrote(job *writeJob) error {
+	if job.err != nil {
+		return job.err
+	}
+	n.metrics.Persist.Observe(job.took)
+	if k := len(job.rd.Entries); k > 0 {
+		// Entries replace the stored log from their first index on, so the
+		// last one is the log's end.
+		n.lastIndex = job.rd.Entries[k-1].Index
+	}
+	if job.hs != nil {
+		n.savedHardState = *job.hs
 	}
 	return nil
 }

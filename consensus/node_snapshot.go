@@ -114,15 +114,16 @@ func (n *Node) writeSnapshot(meta SnapshotMeta, conf Configuration, write func(i
 }
 
 // snapshotTaken compacts the log once a snapshot is durable: the core
-// first, then the store, keeping SnapshotTrailing entries.
-func (n *Node) snapshotTaken(res snapTaken) {
+// first, then the store, keeping SnapshotTrailing entries. Its error is a
+// failed raft write, which stops the node.
+func (n *Node) snapshotTaken(res snapTaken) error {
 	ss := &n.snaps
 	ss.taking = false
 	if res.err != nil {
 		n.metrics.SnapshotsFailed.Add(1)
 		n.logger.Warn("taking a snapshot failed; will retry after more entries", "index", res.meta.Index, "error", res.err)
 		ss.sinceEntries, ss.sinceBytes = 0, 0
-		return
+		return nil
 	}
 	n.metrics.Snapshots.Add(1)
 	if res.meta.Index > ss.snap.Index {
@@ -137,12 +138,17 @@ func (n *Node) snapshotTaken(res snapTaken) {
 	}
 	n.logger.Info("snapshot taken", "index", res.meta.Index, "term", res.meta.Term, "took", res.took, "log_base", through)
 	if through > 0 {
+		// Stores need not take a delete and a write at once.
+		if err := n.waitWrite(); err != nil {
+			return err
+		}
 		if err := n.cfg.LogStore.DeletePrefix(through); err != nil {
 			// The entries stay on disk until the next compaction; the
 			// snapshot covers them either way.
 			n.logger.Warn("deleting the compacted log prefix failed; will retry at the next snapshot", "through", through, "error", err)
 		}
 	}
+	return nil
 }
 
 // startSnapshotSends streams the newest snapshot to each follower the core
@@ -327,9 +333,34 @@ func (s *offerSink) Close() error {
 	}
 }
 
-func (n *Node) snapshotOffered(o snapOffer) {
+func (n *Node) snapshotOffered(o snapOffer) error {
+	// The core refuses a snapshot while a write or an acknowledgement is
+	// in flight (Raft.SnapshotReceived): let them all land first.
+	if err := n.quiesce(); err != nil {
+		return err
+	}
 	if !n.core.SnapshotReceived(o.from, o.meta, o.conf) {
 		n.logger.Info("received snapshot not installed (not ahead of the commit index, or not following now)",
 			"from", o.from, "index", o.meta.Index)
+	}
+	return nil
+}
+
+// quiesce carries out the core's pending work, waiting for each write,
+// until nothing is left in flight. Its error is a failed write.
+func (n *Node) quiesce() error {
+	for {
+		switch {
+		case n.writing != nil:
+			if err := n.waitWrite(); err != nil {
+				return err
+			}
+		case n.core.HasReady():
+			if err := n.handleReady(n.core.Ready()); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
 	}
 }

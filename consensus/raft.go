@@ -1221,6 +1221,17 @@ func (r *Raft) SnapshotReceived(from NodeID, meta SnapshotMeta, conf Configurati
 		r.logger.Debug("ignoring snapshot: not ahead of our commit index", "from", from, "index", meta.Index, "commit", r.log.committed)
 		return false
 	}
+	if r.writing || len(r.msgsAfterPersist) > 0 || r.log.stabled < r.log.lastIndex() {
+		// An acknowledgement on its way (with a write in flight, or
+		// waiting for the next one) may vouch for entries after the
+		// snapshot that installing it would discard, since they are not
+		// durable yet: the leader would count a copy we no longer hold.
+		// The driver offers snapshots once the core is quiet; the leader
+		// sends it again otherwise.
+		r.logger.Info("ignoring snapshot: writes or acknowledgements in flight", "from", from, "index", meta.Index,
+			"stabled", r.log.stabled, "last_index", r.log.lastIndex())
+		return false
+	}
 	if r.role != Follower || r.pendingInstall != nil {
 		// A candidate or leader must keep the log it campaigned with; the
 		// leader retries once we follow it.

@@ -65,6 +65,9 @@ type Config struct {
 	// Defaults consensus.DefaultSnapshotEntries and DefaultSnapshotBytes.
 	SnapshotEntries int
 	SnapshotBytes   int64
+	// SyncPersist makes the Raft loop wait for each write's fsync
+	// (consensus.NodeConfig.SyncPersist); for comparisons only.
+	SyncPersist bool
 	// SnapshotTrailing is how many entries before a snapshot stay in the
 	// log for followers slightly behind. Default DefaultSnapshotTrailing;
 	// negative keeps none.
@@ -263,8 +266,8 @@ func New(cfg Config) (*Server, error) {
 		StateMachine: &applier{s: s}, TickInterval: cfg.TickInterval, Now: cfg.Now,
 		Logger: cfg.Logger.Named("node"), PeerAddrs: peerAddrs,
 		SnapshotStore: cfg.SnapshotStore, SnapshotEntries: cfg.SnapshotEntries, SnapshotBytes: cfg.SnapshotBytes,
-		SnapshotTrailing: cfg.SnapshotTrailing,
-		OnConfigChange:   s.onConfig,
+		SnapshotTrailing: cfg.SnapshotTrailing, SyncPersist: cfg.SyncPersist,
+		OnConfigChange: s.onConfig,
 	})
 	if err != nil {
 		_ = s.transport.Close()

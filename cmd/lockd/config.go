@@ -51,6 +51,8 @@ type nodeConfig struct {
 	// or store.RaftLogBolt; "": the store's default, the WAL); an existing
 	// one keeps its own.
 	RaftLog string
+	// SyncPersist: the Raft loop waits for each write (--sync-persist).
+	SyncPersist bool
 
 	LogLevel hclog.Level
 	LogJSON  bool
@@ -72,6 +74,7 @@ type rawConfig struct {
 	SnapshotBytes     int64
 	SnapshotTrailing  int
 	RaftLog           string
+	SyncPersist       bool
 	LogLevel          string
 	LogFormat         string
 	Pprof             bool
@@ -90,7 +93,7 @@ func (r rawConfig) validate() (nodeConfig, error) {
 		Name: r.Name, DataDir: r.DataDir, ClientAddr: r.ClientAddr, HTTPAddr: r.HTTPAddr, Pprof: r.Pprof,
 		ClusterID: r.ClusterID, Tick: r.Tick, ElectionTicks: r.ElectionTicks, HeartbeatTicks: r.HeartbeatTicks,
 		SnapshotThreshold: r.SnapshotThreshold, SnapshotBytes: r.SnapshotBytes, SnapshotTrailing: r.SnapshotTrailing,
-		RaftLog: r.RaftLog,
+		RaftLog: r.RaftLog, SyncPersist: r.SyncPersist,
 	}
 	if err := validName(r.Name); err != nil {
 		errs = append(errs, fmt.Errorf("--name: %w", err))

@@ -26,6 +26,7 @@ const (
 	flagSnapshotBytes     = "snapshot-bytes"
 	flagSnapshotTrailing  = "snapshot-trailing"
 	flagRaftLog           = "raft-log"
+	flagSyncPersist       = "sync-persist"
 	flagLogLevel          = "log-level"
 	flagLogFormat         = "log-format"
 	flagPprof             = "pprof"
@@ -98,6 +99,9 @@ func nodeFlags() []cli.Flag {
 			Usage: "where a NEW data dir keeps the Raft log: `BACKEND` wal (append-only segments in <data-dir>/wal, " +
 				"one fsync per write) or bolt (in raft.db, two fsyncs per write); an existing data dir keeps the one it " +
 				"was created with (a different value given here is logged and ignored)"},
+		&cli.BoolFlag{Name: flagSyncPersist, Category: catRaft, EnvVars: env("SYNC_PERSIST"),
+			Usage: "make the Raft loop wait for each write's fsync before it goes on (slower; for comparison: by default " +
+				"a writer goroutine fsyncs while the loop keeps replicating, committing and applying)"},
 		&cli.StringFlag{Name: flagLogLevel, Category: catOps, Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "log `LEVEL`: trace, debug, info, warn, error or off"},
 		&cli.StringFlag{Name: flagLogFormat, Category: catOps, Value: "text", EnvVars: env("LOG_FORMAT"),
@@ -119,6 +123,7 @@ func rawFromContext(c *cli.Context) rawConfig {
 		SnapshotBytes:     c.Int64(flagSnapshotBytes),
 		SnapshotTrailing:  c.Int(flagSnapshotTrailing),
 		RaftLog:           c.String(flagRaftLog),
+		SyncPersist:       c.Bool(flagSyncPersist),
 		LogLevel:          c.String(flagLogLevel), LogFormat: c.String(flagLogFormat), Pprof: c.Bool(flagPprof),
 	}
 }

@@ -169,7 +169,8 @@ func startNode(cfg nodeConfig, logger hclog.Logger) (_ *node, err error) {
 		LogStore: n.store, StableStore: n.store, SnapshotStore: snaps,
 		SnapshotEntries: int(cfg.SnapshotThreshold), SnapshotBytes: cfg.SnapshotBytes, SnapshotTrailing: trailing,
 		TickInterval: cfg.Tick, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
-		Logger: logger,
+		SyncPersist: cfg.SyncPersist,
+		Logger:      logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the server: %w", err)
