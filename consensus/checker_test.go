@@ -61,6 +61,17 @@ func (c *safetyChecker) checkNode(r *Raft) error {
 		delete(c.leaderTail, r.id)
 		return nil
 	}
+	if r.prevHard.Term != r.term {
+		// Won in memory, the term not yet durable (a lone voter wins in
+		// the Step that raised its term, and with asynchronous writes
+		// the term's write may still be in flight). Nothing it sends
+		// leaves before its term is durable (checkVouched), and a crash
+		// before that forgets the term: the node may vote in it again
+		// after restarting, so another node may lead it. It counts as
+		// leader once the term is durable, as in the synchronous mode,
+		// where the checker runs only after the write.
+		return nil
+	}
 	// Election Safety.
 	if prev, ok := c.leaders[r.term]; ok && prev != r.id {
 		return fmt.Errorf("election safety: nodes %d and %d are both leader of term %d", prev, r.id, r.term)

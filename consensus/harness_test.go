@@ -12,11 +12,17 @@ type scenario struct {
 	t *testing.T
 	*simulation
 	drop func(Message) bool
+	// edit, if set, may change a message just before it is delivered.
+	edit func(*Message)
+	// held nodes keep their write in flight through stabilize (async).
+	held map[NodeID]bool
 	// With expectViolation, a safety violation is recorded in violation
 	// instead of failing the test (for runs with a deliberately broken rule).
 	expectViolation bool
 	violation       error
 	readResults     map[uint64]ReadState
+	// sent is every message sent so far; tests reset it.
+	sent []Message
 }
 
 func newScenario(t *testing.T, n int, tweak func(*simOptions)) *scenario {
@@ -25,8 +31,9 @@ func newScenario(t *testing.T, n int, tweak func(*simOptions)) *scenario {
 	if tweak != nil {
 		tweak(&opts)
 	}
-	sc := &scenario{t: t, simulation: newSimulation(1, opts), readResults: map[uint64]ReadState{}}
+	sc := &scenario{t: t, simulation: newSimulation(1, opts), readResults: map[uint64]ReadState{}, held: map[NodeID]bool{}}
 	sc.onRead = func(rs ReadState) { sc.readResults[rs.ID] = rs }
+	sc.onSend = func(m Message) { sc.sent = append(sc.sent, m) }
 	return sc
 }
 
@@ -87,6 +94,9 @@ func (sc *scenario) deliverMessages() {
 		if to.raft == nil || sc.cut[[2]NodeID{m.From, m.To}] || (sc.drop != nil && sc.drop(m)) {
 			continue
 		}
+		if sc.edit != nil {
+			sc.edit(&m)
+		}
 		if err := to.raft.Step(m); err != nil {
 			sc.t.Fatalf("node %d refused %s: %v", m.To, m.Type, err)
 		}
@@ -116,7 +126,7 @@ func (sc *scenario) elect(id NodeID) {
 	sc.t.Helper()
 	sc.r(id).campaign(false, false)
 	sc.ready(id)
-	sc.deliver()
+	sc.settle()
 	if sc.r(id).role != Leader {
 		sc.t.Fatalf("node %d did not win the election: role %s term %d", id, sc.r(id).role, sc.r(id).term)
 	}
@@ -152,3 +162,75 @@ func (sc *scenario) heal() { sc.cut = map[[2]NodeID]bool{} }
 // crash drops node id's volatile state; restart brings it back from disk.
 func (sc *scenario) crash(id NodeID)   { n := sc.node(id); n.raft, n.pending = nil, nil }
 func (sc *scenario) restart(id NodeID) { sc.start(sc.node(id)); sc.ready(id) }
+
+// asyncWrites makes a scenario persist asynchronously: every write stays
+// in flight until the test completes it (complete, stabilize).
+func asyncWrites(o *simOptions) { o.async = true }
+
+// settle delivers everything; with asynchronous writes it also completes
+// the writes of nodes not held, until nothing is left to do.
+func (sc *scenario) settle() {
+	sc.t.Helper()
+	if !sc.opts.async {
+		sc.deliver()
+		return
+	}
+	sc.stabilize()
+}
+
+// stabilize delivers messages and completes writes (of nodes not held)
+// until neither is left.
+func (sc *scenario) stabilize() {
+	sc.t.Helper()
+	for i := 0; i < 1000; i++ {
+		sc.deliver()
+		done := true
+		for _, n := range sc.nodes {
+			if n.raft != nil && n.pending != nil && !sc.held[n.id] {
+				sc.complete(n.id)
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+	}
+	sc.t.Fatalf("the cluster did not settle in 1000 rounds")
+}
+
+// complete makes node id's write in flight durable (see completeWrite).
+func (sc *scenario) complete(id NodeID) {
+	sc.t.Helper()
+	n := sc.node(id)
+	if n.pending == nil {
+		sc.t.Fatalf("node %d has no write in flight to complete", id)
+	}
+	if err := sc.completeWrite(n, true); err != nil {
+		if !sc.expectViolation {
+			sc.t.Fatalf("safety violation: %v", err)
+		}
+		if sc.violation == nil {
+			sc.violation = err
+		}
+	}
+}
+
+// pendingWrite returns node id's write in flight, failing if there is none.
+func (sc *scenario) pendingWrite(id NodeID) *simWrite {
+	sc.t.Helper()
+	w := sc.node(id).pending
+	if w == nil {
+		sc.t.Fatalf("node %d has no write in flight", id)
+	}
+	return w
+}
+
+// cutLink cuts the link between a and b both ways; joinLink restores it.
+func (sc *scenario) cutLink(a, b NodeID) {
+	sc.cut[[2]NodeID{a, b}], sc.cut[[2]NodeID{b, a}] = true, true
+}
+
+func (sc *scenario) joinLink(a, b NodeID) {
+	delete(sc.cut, [2]NodeID{a, b})
+	delete(sc.cut, [2]NodeID{b, a})
+}

@@ -58,6 +58,10 @@ type simOptions struct {
 	// commit index is not written (the real driver never syncs one; it
 	// goes out with the next write).
 	commitSkip float64
+	// earlyReplies breaks the driver (tests of the checker only): in
+	// async mode it sends a Ready's MessagesAfterPersist before the write
+	// they vouch for is durable.
+	earlyReplies bool
 	// configure adjusts each node's Config (scenarios only).
 	configure func(*Config)
 }
@@ -226,6 +230,9 @@ type simulation struct {
 	// failSnapshots fails that many of the next snapshot transfers
 	// (scenarios only).
 	failSnapshots int
+	// onSend, if set, sees every message a node puts on the network
+	// (scenarios).
+	onSend func(Message)
 }
 
 // simStats shows that a run exercised what it claims to.
@@ -460,6 +467,12 @@ func (s *simulation) handleReady(n *simNode) error {
 			if err := s.applyReady(n, rd); err != nil {
 				return err
 			}
+			if s.opts.earlyReplies {
+				if err := s.send(n, rd.MessagesAfterPersist); err != nil {
+					return err
+				}
+				w.rd.MessagesAfterPersist = nil
+			}
 			r.AdvanceAsync(rd)
 			n.pending = w
 			s.stats.writesAsync++
@@ -643,6 +656,11 @@ func (s *simulation) send(n *simNode, msgs []Message) error {
 			return err
 		}
 	}
+	if s.onSend != nil {
+		for _, m := range msgs {
+			s.onSend(m)
+		}
+	}
 	s.enqueue(msgs)
 	return nil
 }
@@ -795,30 +813,44 @@ func (s *simulation) deliverSnapshots(all bool) error {
 	}
 	s.snaps = keep
 	for _, sn := range due {
-		from, to := s.node(sn.from), s.node(sn.to)
-		ok := !sn.fail && to.raft != nil && !s.cut[[2]NodeID{sn.from, sn.to}] && !s.cut[[2]NodeID{sn.to, sn.from}]
-		if ok {
-			// Durable and verified first; a crash from here on restarts
-			// from it (TrimLog decides what of the log survives).
-			if sn.meta.Index > to.snap.Index {
-				to.snap, to.snapConf = sn.meta, sn.conf.Clone()
-			}
-			accepted := to.raft.SnapshotReceived(sn.from, SnapshotMeta{Index: sn.meta.Index, Term: sn.meta.Term, Voters: sn.conf.Voters()}, sn.conf)
-			s.tracef("snapshot %v from %d reaches %d (accepted %v)", sn.meta, sn.from, sn.to, accepted)
-			if err := s.handleReady(to); err != nil {
-				return err
-			}
-		} else {
-			s.tracef("snapshot %v from %d to %d fails", sn.meta, sn.from, sn.to)
+		ok, err := s.receiveSnapshot(sn)
+		if err != nil {
+			return err
 		}
-		if from.raft != nil && from.incarnation == sn.incarnation {
-			from.raft.ReportSnapshot(sn.to, sn.meta.Index, ok)
-			if err := s.handleReady(from); err != nil {
-				return err
-			}
+		if err := s.reportSnapshot(sn, ok); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// receiveSnapshot ends transfer sn at the receiver and reports whether it
+// arrived.
+func (s *simulation) receiveSnapshot(sn simSnap) (bool, error) {
+	to := s.node(sn.to)
+	ok := !sn.fail && to.raft != nil && !s.cut[[2]NodeID{sn.from, sn.to}] && !s.cut[[2]NodeID{sn.to, sn.from}]
+	if !ok {
+		s.tracef("snapshot %v from %d to %d fails", sn.meta, sn.from, sn.to)
+		return false, nil
+	}
+	// Durable and verified first; a crash from here on restarts from it
+	// (TrimLog decides what of the log survives).
+	if sn.meta.Index > to.snap.Index {
+		to.snap, to.snapConf = sn.meta, sn.conf.Clone()
+	}
+	accepted := to.raft.SnapshotReceived(sn.from, SnapshotMeta{Index: sn.meta.Index, Term: sn.meta.Term, Voters: sn.conf.Voters()}, sn.conf)
+	s.tracef("snapshot %v from %d reaches %d (accepted %v)", sn.meta, sn.from, sn.to, accepted)
+	return true, s.handleReady(to)
+}
+
+// reportSnapshot tells the sender of sn how its transfer ended.
+func (s *simulation) reportSnapshot(sn simSnap, ok bool) error {
+	from := s.node(sn.from)
+	if from.raft == nil || from.incarnation != sn.incarnation {
+		return nil
+	}
+	from.raft.ReportSnapshot(sn.to, sn.meta.Index, ok)
+	return s.handleReady(from)
 }
 
 // takeSnapshot snapshots node n's applied state and compacts its log,
@@ -1146,7 +1178,12 @@ func (s *simulation) run() error {
 
 // runSeed runs one seed and returns its error, with the trace tail.
 func runSeed(seed int64, rule brokenRule) (st simStats, err error) {
-	s := newSimulation(seed, optionsForSeed(seed, rule))
+	return runSeedWith(seed, optionsForSeed(seed, rule))
+}
+
+// runSeedWith runs one seed with the given options.
+func runSeedWith(seed int64, opts simOptions) (st simStats, err error) {
+	s := newSimulation(seed, opts)
 	defer func() {
 		st = s.stats
 		st.committed = int64(len(s.check.applied))
