@@ -40,8 +40,19 @@
 //
 // Messages in Ready.Messages may leave before the Ready is durable (the
 // leader's appends: it replicates in parallel with its own fsync, counting
-// itself toward commit only once durable). Ready.MessagesAfterPersist vouch
-// for state in that Ready (votes, acknowledgements) and must wait.
+// itself toward commit only once durable; a follower's heartbeat answers
+// once its term is durable). Ready.MessagesAfterPersist vouch for state in
+// that Ready (votes, acknowledgements) and must wait.
+//
+// Writes may be asynchronous (AdvanceAsync, then Persisted): at most one
+// is in flight, and until it is durable Ready hands out no new entries,
+// hard state, MessagesAfterPersist or received snapshot, so writes reach
+// the disk in order and everything that vouches for one leaves after it.
+// A snapshot is accepted only with no write or acknowledgement in flight
+// (one acknowledging entries after it would otherwise outlive them). The
+// Node driver writes on a writer goroutine by default, so a slow or stalled
+// fsync does not stop its ticks, appends, commits and reads
+// (NodeConfig.SyncPersist turns that off).
 //
 // This package imports only the standard library and hclog; it must never
 // import store, rpc, fsm, server or any package above them.
