@@ -152,6 +152,155 @@ func TestAsyncLateWriteOfTruncatedEntriesNotCredited(t *testing.T) {
 	}
 }
 
+// TestAsyncSnapshotDuringWriteLeavesNoFalseAck: follower 2 has a write of
+// entries 5..10 in flight, its acknowledgement of 10 waiting for it, when
+// a snapshot at 8 arrives (its commit index is 5, so the snapshot is
+// ahead). Installing it discards the log, 9 and 10 included, since they
+// are not durable yet; if the acknowledgement of 10 still leaves after the
+// write, the leader counts a copy node 2 no longer holds and commits 9
+// and 10 with one real copy of three. Found by this test against
+// 2b41fd8 (fixed in 69b6bac): "leader 1 (term 2) committed entry 9 (term 2) durable on only
+// 1 of its 3 voters". Whatever the core does (refuse the snapshot while
+// anything is in flight, or keep the entries the write makes durable),
+// no commit may rest on a discarded copy, entries after the snapshot are
+// applied only after the install, and node 2 catches up in the end.
+func TestAsyncSnapshotDuringWriteLeavesNoFalseAck(t *testing.T) {
+	sc := newScenario(t, 3, func(o *simOptions) { asyncWrites(o); noCheckQuorum(o) })
+	sc.elect(1)
+	for i := 0; i < 3; i++ {
+		sc.propose(1, "a")
+	}
+	sc.stabilize() // 1..4 everywhere, committed
+	// Re-elect 1 without 2, so that it probes 2 from its last index.
+	sc.isolate(2)
+	sc.elect(1) // no-op at 5, committed with 3
+	sc.heal()
+	sc.isolate(3)
+	sc.proposeBatch(1, 5) // 6..10
+	sc.complete(1)
+	sc.held[2] = true
+	// A heartbeat: 2 learns the term (that write completes), answers, and
+	// the leader probes it from 5; the write of 5..10 stays in flight.
+	sc.tick(1, 1)
+	for i := 0; i < 10; i++ {
+		if w := sc.node(2).pending; w != nil && len(w.rd.Entries) == 0 {
+			sc.complete(2)
+		}
+		sc.stabilize()
+	}
+	w := sc.pendingWrite(2)
+	if describeLog(w.rd.Entries) != "entries 5..10" || sc.r(2).log.committed >= 8 {
+		t.Fatalf("setup: node 2's write in flight %s, commit %d", describeLog(w.rd.Entries), sc.r(2).log.committed)
+	}
+	// Node 3 gets entries through 8 only: the leader commits 8.
+	sc.isolate(2)
+	sc.joinLink(1, 3)
+	sc.edit = func(m *Message) {
+		if m.To == 3 && m.Type == MsgApp {
+			for len(m.Entries) > 0 && m.Entries[len(m.Entries)-1].Index > 8 {
+				m.Entries = m.Entries[:len(m.Entries)-1]
+			}
+		}
+	}
+	sc.drop = func(m Message) bool {
+		return m.To == 3 && m.Type == MsgApp && m.PrevIndex >= 8 && len(m.Entries) > 0
+	}
+	sc.tick(3, 1)
+	sc.stabilize()
+	sc.drop, sc.edit = nil, nil
+	if c := sc.r(1).log.committed; c != 8 {
+		t.Fatalf("setup: leader commit %d, want 8", c)
+	}
+	if err := sc.takeSnapshot(sc.node(1)); err != nil {
+		t.Fatal(err)
+	}
+	if sc.r(1).log.snapIndex != 8 {
+		t.Fatalf("setup: leader's log base %d, want 8", sc.r(1).log.snapIndex)
+	}
+	// Back to 2 only: its heartbeat answer makes the leader send the
+	// snapshot, which arrives while the write is still in flight.
+	sc.isolate(3)
+	sc.joinLink(1, 2)
+	sc.r(1).Tick()
+	sc.ready(1)
+	sc.deliverMessages()
+	if len(sc.snaps) != 1 || sc.snaps[0].to != 2 {
+		t.Fatalf("setup: want one snapshot on its way to 2, have %+v", sc.snaps)
+	}
+	sn := sc.snaps[0]
+	sc.snaps = nil
+	if ok, err := sc.receiveSnapshot(sn); err != nil || !ok {
+		t.Fatalf("snapshot transfer: arrived %v, %v", ok, err)
+	}
+	sc.complete(2) // the write of 5..10 lands; its acknowledgement leaves
+	sc.deliverMessages()
+	if err := sc.reportSnapshot(sn, true); err != nil {
+		t.Fatal(err)
+	}
+	sc.held = map[NodeID]bool{}
+	sc.stabilize()
+	sc.heal()
+	sc.tick(3)
+	sc.stabilize()
+	k := entryKey{10, sc.r(1).term}
+	for _, id := range []NodeID{1, 2, 3} {
+		if !sc.hasApplied(sc.node(id), k) {
+			t.Fatalf("node %d has not applied %v after healing: applied %d", id, k, sc.r(id).log.applied)
+		}
+	}
+}
+
+// TestAsyncSnapshotAfterUnwrittenAppendLeavesNoFalseAck: the same hazard
+// without a write in flight: a follower steps an append (its
+// acknowledgement waits for the next Ready's write) and is offered a
+// snapshot before that Ready. Installing it must not let the
+// acknowledgement vouch for discarded entries.
+func TestAsyncSnapshotAfterUnwrittenAppendLeavesNoFalseAck(t *testing.T) {
+	sc := newScenario(t, 3, noCheckQuorum)
+	sc.elect(1)
+	for i := 0; i < 3; i++ {
+		sc.propose(1, "a")
+	}
+	sc.deliver() // 1..4 everywhere, committed
+	sc.isolate(2)
+	sc.proposeBatch(1, 4) // 5..8, committed with node 3
+	sc.deliver()
+	if err := sc.takeSnapshot(sc.node(1)); err != nil || sc.r(1).log.snapIndex != 8 {
+		t.Fatalf("setup: snapshot: %v, log base %d", err, sc.r(1).log.snapIndex)
+	}
+	sc.isolate(3)
+	sc.joinLink(1, 2)
+	sc.proposeBatch(1, 2) // 9..10: now only node 2 can acknowledge them
+	sc.net = nil          // its append would be refused: node 2 lacks 5..8
+	// The append of 5..10 a leader without compaction would send; node
+	// 2 steps it, and before the Ready that writes it, the snapshot at 8
+	// arrives.
+	r1 := sc.r(1)
+	var ents []Entry
+	for _, e := range sc.node(3).log {
+		if e.Index >= 5 && e.Index <= 8 {
+			ents = append(ents, e)
+		}
+	}
+	ents = append(ents, r1.log.slice(9, 11)...)
+	if err := sc.r(2).Step(Message{Type: MsgApp, From: 1, To: 2, Term: r1.term, PrevIndex: 4, PrevTerm: 1, Entries: ents, Commit: 4}); err != nil {
+		t.Fatal(err)
+	}
+	n1 := sc.node(1)
+	sn := simSnap{from: 1, to: 2, incarnation: n1.incarnation, meta: n1.snap, conf: n1.snapConf.Clone()}
+	if _, err := sc.receiveSnapshot(sn); err != nil {
+		t.Fatalf("safety violation: %v", err)
+	}
+	sc.deliver()
+	sc.heal()
+	sc.tick(3)
+	for _, id := range []NodeID{1, 2, 3} {
+		if k := (entryKey{10, r1.term}); !sc.hasApplied(sc.node(id), k) {
+			t.Fatalf("node %d has not applied %v after healing: applied %d", id, k, sc.r(id).log.applied)
+		}
+	}
+}
+
 // TestAsyncVoteLeavesOnlyAfterItsWrite: a vote granted while a write of
 // entries is in flight is answered only after a later write that holds
 // the vote.
