@@ -73,7 +73,11 @@ func do[Resp any](c *Client, ctx context.Context, s spec, req any) (_ *Resp, err
 			ep, idx, routed = c.route.pick(s)
 		}
 		resp := new(Resp)
-		err := c.attempt(ctx, ep, s, req, resp)
+		as := s
+		if routed && as.timeout == 0 {
+			as.timeout = min(c.cfg.RequestTimeout, routedAttemptTimeout)
+		}
+		err := c.attempt(ctx, ep, as, req, resp)
 		if err == nil {
 			return resp, nil
 		}

@@ -20,7 +20,10 @@
 // connection that died with the call in flight (rpc.ErrConnClosed,
 // rpc.ErrShuttingDown, rpc.ErrIdle), load (rpc.ErrOverloaded), no
 // leader in time (api.ErrUnavailable), or the attempt's RequestTimeout
-// passing — the client moves to the next endpoint and tries again: at once
+// passing (at most 2 s for an attempt routed to the leader's endpoint, so
+// that a leader cut off from its peers, or paused, does not hold calls
+// that the rest of the cluster could serve) — the client moves to the
+// next endpoint and tries again: at once
 // for each endpoint of a round, then with exponential backoff and jitter
 // (seeded per client) between rounds, until the call's ctx ends. The
 // error then wraps the context's error and names what the last attempt

@@ -33,6 +33,16 @@ const (
 	// routeLookupTimeout bounds a lookup: a node that does not answer a
 	// status call this fast is no endpoint to prefer.
 	routeLookupTimeout = 2 * time.Second
+	// routedAttemptTimeout bounds an attempt sent to the hinted leader
+	// (unless RequestTimeout is shorter or the call blocks by design). A
+	// leader cut off from its peers but not from clients keeps accepting
+	// calls it cannot commit until CheckQuorum deposes it, and a paused
+	// one never answers; either way the call should move on to the
+	// rotation, whose nodes know the new leader, well before an ordinary
+	// RequestTimeout. Retrying is safe: a write keeps its (ClientID, Seq).
+	// About one election timeout and a failover at default timing, and
+	// far above a healthy cluster's slowest writes.
+	routedAttemptTimeout = 2 * time.Second
 )
 
 type router struct {

@@ -152,3 +152,48 @@ func TestAmbiguousEndpointsAreNotRouted(t *testing.T) {
 		t.Fatalf("routed to %s although every endpoint claims to be node 1", l.addr)
 	}
 }
+
+// A leader cut off from its peers (or paused) still accepts a routed call
+// but never answers it. The call must move on to the other endpoints long
+// before its RequestTimeout, keeping its exactly-once identity.
+func TestRoutedCallToASilentLeaderMovesOnBeforeRequestTimeout(t *testing.T) {
+	fc, puts, _ := routedCluster(t, 3)
+	c, _ := newTestClient(t, fc.addrs(), func(cfg *Config) {
+		cfg.NoLeaderRouting = false
+		cfg.RequestTimeout = time.Minute
+	})
+	waitRouted(t, c, puts, 2)
+	before := puts[0].Load() + puts[1].Load()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var hung atomic.Int64
+	fc.nodes[2].set(func(n *fakeNode) {
+		n.hook = func(ctx context.Context, method uint16) error {
+			if method == api.MethodKVPut {
+				hung.Add(1)
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return api.Errorf(api.CodeUnavailable, "released")
+			}
+			return nil
+		}
+	})
+	for _, n := range fc.nodes[:2] {
+		n.set(func(n *fakeNode) { n.leader = 1 })
+	}
+	// Well under RequestTimeout: without the routed bound the call would
+	// wait here for the silent leader until this deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	if _, err := c.KV().Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("a put whose routed attempt hung: %v; want it served by another endpoint", err)
+	}
+	if hung.Load() == 0 {
+		t.Fatal("the put never reached the silent leader: the test proves nothing")
+	}
+	if puts[0].Load()+puts[1].Load() == before {
+		t.Fatal("no other endpoint served the put")
+	}
+}
