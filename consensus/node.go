@@ -223,7 +223,9 @@ type Node struct {
 	metrics *NodeMetrics
 
 	// Snapshot goroutines report back on these; each is as large as the
-	// number of such goroutines that can run at once, so they never block.
+	// number of such goroutines that can run at once, so they never block
+	// (snapDone also takes the loop's own result when it writes a snapshot
+	// itself: one snapshot at a time either way).
 	snapDone chan snapTaken
 	sentc    chan snapSent
 	offerc   chan snapOffer

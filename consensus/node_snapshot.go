@@ -82,9 +82,13 @@ func (n *Node) maybeSnapshot() {
 	ss.taking = true
 	start := time.Now()
 	if write == nil {
-		// No cheap copy: write it here, before the next apply.
+		// No cheap copy: write it here, before the next apply. The loop
+		// takes the result from snapDone (room for it: one snapshot at a
+		// time) like a snapshot written on a goroutine, so that a failed
+		// raft write met while compacting (snapshotTaken waits for the
+		// write in flight) stops the node, and the Readies it leaves run.
 		err := n.writeSnapshot(meta, conf, n.cfg.StateMachine.Snapshot)
-		n.snapshotTaken(snapTaken{meta: meta, err: err, took: time.Since(start)})
+		n.snapDone <- snapTaken{meta: meta, err: err, took: time.Since(start)}
 		return
 	}
 	n.wg.Add(1)
