@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -140,4 +142,76 @@ func TestNodeWriteFailingUnderSyncSnapshotStopsNode(t *testing.T) {
 	if err := n.Err(); !errors.Is(err, errDiskDied) || !errors.Is(err, consensus.ErrStopped) {
 		t.Fatalf("Err() = %v, want ErrStopped wrapping the store's error", err)
 	}
+}
+
+// loopWaitsForWriteAtStop reports whether a node's loop is blocked in
+// waitWrite on its way to stopping (waitWrite's other callers are
+// snapshotTaken and quiesce).
+func loopWaitsForWriteAtStop() bool {
+	buf := make([]byte, 4<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "consensus.(*Node).waitWrite") &&
+			!strings.Contains(g, "snapshotTaken") && !strings.Contains(g, "quiesce") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestNodeStopAfterFailedWriteStoresNoCommitPastLog: a follower's write
+// of entries that carries a commit index covering them (it catches up
+// after a partition) hangs, the node is stopped, and the write fails.
+// Stopping stores the unsynced commit index (flushCommit), but the one it
+// holds came with the failed write: stored, it points past the stored
+// log, and the node cannot start again ("commit index beyond the last
+// log index"). Found in review. The stop must also say the write failed.
+func TestNodeStopAfterFailedWriteStoresNoCommitPastLog(t *testing.T) {
+	c, stores := newGatedCluster(t, 3, nil)
+	ctx := testContext(t)
+	lead := c.waitLeader()
+	c.propose(ctx, "a")
+	f := c.follower(lead)
+	c.waitApplied("a")
+	stored0, err := c.stores[f].LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.net.Isolate(f)
+	for i := 0; i < 3; i++ {
+		c.propose(ctx, fmt.Sprintf("while-%d-is-away", f))
+	}
+	release := stores[f].hold()
+	t.Cleanup(func() { release(false) })
+	c.net.Heal()
+	select {
+	case <-stores[f].waiting:
+	case <-time.After(waitTimeout):
+		t.Fatalf("follower %d never wrote the entries it missed", f)
+	}
+	n := c.nodes[f]
+	waitFor(t, waitTimeout, func() bool { return n.Status().Commit > stored0 },
+		fmt.Sprintf("follower %d to learn a commit index past its stored log (%d)", f, stored0))
+
+	c.net.Unregister(f)
+	stopped := make(chan struct{})
+	go func() { n.Stop(); close(stopped) }()
+	t.Cleanup(func() { release(false); <-stopped })
+	waitFor(t, waitTimeout, loopWaitsForWriteAtStop, "the stopping loop to wait for the write in flight")
+	release(true)
+	<-stopped
+	delete(c.nodes, f)
+
+	if err := n.Err(); !errors.Is(err, errDiskDied) {
+		t.Errorf("Err() after a stop whose last write failed = %v, want it to wrap the store's error", err)
+	}
+	hs, _ := c.stores[f].HardState()
+	last, _ := c.stores[f].LastIndex()
+	if hs.Commit > last {
+		t.Errorf("stored commit index %d is past the stored log's last index %d", hs.Commit, last)
+	}
+	stores[f].heal()
+	c.start(f) // fails the test if the node cannot start from what is stored
+	c.propose(ctx, "after")
+	c.waitApplied("after")
 }

@@ -128,12 +128,19 @@ func (n *Node) run() {
 		var err error
 		select {
 		case <-n.stopc:
+			cause := ErrStopped
 			if err := n.waitWrite(); err != nil {
+				// No flushCommit then: the hard state the loop holds came
+				// with the failed write, and its commit index may cover the
+				// entries that write lost; stored alone it would point past
+				// the stored log, which the next start refuses.
 				n.logger.Warn("the last write before stopping failed; a restart recovers from the leader",
 					"id", n.id, "term", n.hardState.Term, "last_index", n.lastIndex, "error", err)
+				cause = fmt.Errorf("%w: the last write before stopping failed: %w", ErrStopped, err)
+			} else {
+				n.flushCommit()
 			}
-			n.flushCommit()
-			n.shutdown(ErrStopped)
+			n.shutdown(cause)
 			n.logger.Info("node stopped", "id", n.id, "term", n.hardState.Term, "commit", n.hardState.Commit,
 				"applied", n.applied, "last_index", n.lastIndex)
 			return
