@@ -9,9 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,4 +217,248 @@ func TestNodeStopAfterFailedWriteStoresNoCommitPastLog(t *testing.T) {
 	c.start(f) // fails the test if the node cannot start from what is stored
 	c.propose(ctx, "after")
 	c.waitApplied("after")
+}
+
+// auditor checks every message a node hands its transport against what
+// the stores hold durably at that moment (a store's state is visible only
+// once its write returned: the delay comes before the write).
+type auditor struct {
+	mu     sync.Mutex
+	stores map[consensus.NodeID]*slowStore
+	snaps  map[consensus.NodeID]*inmem.SnapshotStore
+	voters int
+	bad    []string
+	// Figures that show the audit saw the cases it is about.
+	acks, votes, termMsgs, commits atomic.Int64
+	maxCommit                      consensus.Index
+}
+
+// slowStore delays each write by a random 0–2 ms before making it, so
+// that writes overlap the loop's work.
+type slowStore struct {
+	*inmem.Store
+	mu  sync.Mutex
+	rnd *rand.Rand
+}
+
+func (s *slowStore) Save(hs *consensus.HardState, ents []consensus.Entry) error {
+	s.mu.Lock()
+	d := time.Duration(s.rnd.Intn(2000)) * time.Microsecond
+	s.mu.Unlock()
+	time.Sleep(d)
+	return s.Store.Save(hs, ents)
+}
+
+func (a *auditor) failf(format string, args ...any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.bad) < 20 {
+		a.bad = append(a.bad, fmt.Sprintf(format, args...))
+	}
+}
+
+// durableThrough reports whether node id durably holds index i: in its
+// stored log, or covered by a stored snapshot (read after the log: the
+// prefix is deleted only once a snapshot covers it). term is the stored
+// entry's term, 0 if covered by a snapshot.
+func (a *auditor) durableAt(id consensus.NodeID, i consensus.Index) (held bool, term consensus.Term) {
+	if i == 0 {
+		return true, 0
+	}
+	a.mu.Lock()
+	store, snaps := a.stores[id], a.snaps[id]
+	a.mu.Unlock()
+	if ents, err := store.Entries(i, i+1); err == nil && len(ents) == 1 {
+		return true, ents[0].Term
+	}
+	meta, rc, ok, err := snaps.Latest()
+	if err == nil && ok {
+		rc.Close()
+		if meta.Index >= i {
+			return true, 0
+		}
+	}
+	return false, 0
+}
+
+func (a *auditor) check(from consensus.NodeID, m consensus.Message) {
+	a.mu.Lock()
+	store := a.stores[from]
+	a.mu.Unlock()
+	hs, err := store.HardState()
+	if err != nil {
+		a.failf("reading node %d's hard state: %v", from, err)
+		return
+	}
+	switch m.Type {
+	case consensus.MsgPreVote, consensus.MsgPreVoteResp:
+		// A pre-vote's term is the one it would campaign at: never durable.
+		return
+	}
+	a.termMsgs.Add(1)
+	if hs.Term < m.Term {
+		a.failf("node %d sent %s to %d in term %d with term %d durable", from, m.Type, m.To, m.Term, hs.Term)
+	}
+	switch m.Type {
+	case consensus.MsgVote:
+		if hs.Term == m.Term && hs.Vote != from {
+			a.failf("node %d asked %d for a vote in term %d with its durable vote %d", from, m.To, m.Term, hs.Vote)
+		}
+	case consensus.MsgVoteResp:
+		if !m.Reject {
+			a.votes.Add(1)
+			if hs.Term == m.Term && hs.Vote != m.To {
+				a.failf("node %d granted its vote to %d in term %d with its durable vote %d", from, m.To, m.Term, hs.Vote)
+			}
+		}
+	case consensus.MsgAppResp:
+		if !m.Reject {
+			a.acks.Add(1)
+			if ok, _ := a.durableAt(from, m.Index); !ok {
+				a.failf("node %d acknowledged index %d to %d in term %d before holding it durably", from, m.Index, m.To, m.Term)
+			}
+		}
+	case consensus.MsgApp, consensus.MsgHeartbeat:
+		a.checkCommit(from, m)
+	}
+}
+
+// checkCommit: a commit index a leader announces must be durable on a
+// majority of voters with one term (or covered by their snapshots, which
+// hold committed entries only).
+func (a *auditor) checkCommit(from consensus.NodeID, m consensus.Message) {
+	a.mu.Lock()
+	seen := m.Commit <= a.maxCommit
+	a.mu.Unlock()
+	if seen {
+		return
+	}
+	a.commits.Add(1)
+	a.mu.Lock()
+	ids := make([]consensus.NodeID, 0, len(a.stores))
+	for id := range a.stores {
+		ids = append(ids, id)
+	}
+	a.mu.Unlock()
+	byTerm := map[consensus.Term]int{}
+	covered := 0
+	for _, id := range ids {
+		ok, term := a.durableAt(id, m.Commit)
+		switch {
+		case ok && term == 0:
+			covered++
+		case ok:
+			byTerm[term]++
+		}
+	}
+	best := 0
+	for _, k := range byTerm {
+		best = max(best, k)
+	}
+	if best+covered < a.voters/2+1 {
+		a.failf("leader %d announced commit index %d in term %d durable on %d of %d voters (by term %v, by snapshot %d)",
+			from, m.Commit, m.Term, best+covered, a.voters, byTerm, covered)
+		return
+	}
+	a.mu.Lock()
+	a.maxCommit = max(a.maxCommit, m.Commit)
+	a.mu.Unlock()
+}
+
+// auditedTransport checks each message before passing it on; snapshot
+// streaming goes straight through.
+type auditedTransport struct {
+	id consensus.NodeID
+	a  *auditor
+	consensus.Transport
+}
+
+func (t *auditedTransport) Send(msgs []consensus.Message) {
+	for _, m := range msgs {
+		t.a.check(t.id, m)
+	}
+	t.Transport.Send(msgs)
+}
+
+func (t *auditedTransport) SendSnapshot(ctx context.Context, to consensus.NodeID, meta consensus.SnapshotMeta, r io.Reader) error {
+	return t.Transport.(consensus.SnapshotSender).SendSnapshot(ctx, to, meta, r)
+}
+
+// TestNodeMessagesLeaveOnlyOnceTheirStateIsDurable audits the real driver
+// (writer goroutine, gather, quiesce, snapshots, stops): under load with
+// writes that take a while, a follower cut off long enough to need a
+// snapshot, and a leader stopped and restarted, every message leaves only
+// once the term (and vote) it carries is durable on its sender, every
+// acknowledgement only once the acknowledged index is, and every commit
+// index a leader announces is durable on a majority.
+func TestNodeMessagesLeaveOnlyOnceTheirStateIsDurable(t *testing.T) {
+	for _, persist := range []string{"async", "sync"} {
+		t.Run(persist, func(t *testing.T) { auditRun(t, persist == "sync") })
+	}
+}
+
+func auditRun(t *testing.T, syncPersist bool) {
+	a := &auditor{stores: map[consensus.NodeID]*slowStore{}, snaps: map[consensus.NodeID]*inmem.SnapshotStore{}, voters: 3}
+	c := newCluster(t, 3, func(cfg *consensus.NodeConfig) {
+		id := cfg.Raft.ID
+		s := a.stores[id]
+		if s == nil {
+			s = &slowStore{Store: cfg.LogStore.(*inmem.Store), rnd: rand.New(rand.NewSource(int64(id)))}
+			a.mu.Lock()
+			a.stores[id] = s
+			a.snaps[id] = cfg.SnapshotStore.(*inmem.SnapshotStore)
+			a.mu.Unlock()
+		}
+		cfg.LogStore, cfg.StableStore = s, s
+		cfg.Transport = &auditedTransport{id: id, a: a, Transport: cfg.Transport}
+		cfg.SyncPersist = syncPersist
+		cfg.SnapshotEntries, cfg.SnapshotTrailing = 40, 5
+	})
+	ctx := testContext(t)
+	lead := c.waitLeader()
+
+	// Proposers run while a follower is cut off, a bounded number each
+	// (they read c.nodes, so nodes are stopped only once they are done).
+	var wg sync.WaitGroup
+	var proposed atomic.Int64
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 60 && ctx.Err() == nil; i++ {
+				if _, err := c.tryPropose(ctx, fmt.Sprintf("w%d-%d", w, i)); err == nil {
+					proposed.Add(1)
+				}
+			}
+		}()
+	}
+	// A follower misses enough to need a snapshot, then rejoins.
+	f := c.follower(lead)
+	c.net.Isolate(f)
+	waitFor(t, waitTimeout, func() bool { return c.nodes[lead].Status().LogBase > c.nodes[f].Status().LastIndex },
+		fmt.Sprintf("leader %d to compact past what follower %d holds", lead, f))
+	c.net.Heal()
+	waitFor(t, waitTimeout, func() bool { return c.nodes[f].Metrics().SnapshotsInstalled.Load() > 0 },
+		fmt.Sprintf("follower %d to install a snapshot", f))
+	wg.Wait()
+	// An election: the leader stops, the others elect, it comes back.
+	c.stop(lead)
+	newLead := c.waitLeader()
+	for i := 0; i < 50; i++ {
+		c.propose(ctx, fmt.Sprintf("after-%d", i))
+	}
+	c.start(lead)
+	c.propose(ctx, "last")
+	c.waitApplied("last")
+
+	t.Logf("leader %d then %d; follower %d installed %d snapshots; proposed %d; audited %d messages with a term, %d acks, %d granted votes, %d commit advances",
+		lead, newLead, f, c.nodes[f].Metrics().SnapshotsInstalled.Load(), proposed.Load(), a.termMsgs.Load(), a.acks.Load(), a.votes.Load(), a.commits.Load())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.bad) > 0 {
+		t.Fatalf("%d messages left before their state was durable, first:\n%s", len(a.bad), strings.Join(a.bad, "\n"))
+	}
+	if a.acks.Load() == 0 || a.votes.Load() == 0 || a.commits.Load() == 0 {
+		t.Fatalf("the audit saw %d acks, %d granted votes and %d commit advances: it proves nothing", a.acks.Load(), a.votes.Load(), a.commits.Load())
+	}
 }
