@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/lockd/lockd/consensus"
 	"github.com/lockd/lockd/consensus/inmem"
 )
@@ -461,4 +463,86 @@ func auditRun(t *testing.T, syncPersist bool) {
 	if a.acks.Load() == 0 || a.votes.Load() == 0 || a.commits.Load() == 0 {
 		t.Fatalf("the audit saw %d acks, %d granted votes and %d commit advances: it proves nothing", a.acks.Load(), a.votes.Load(), a.commits.Load())
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestNodeLeaderChangeLogNamesNewTermDuringWrite: a follower whose write
+// is in flight learns of a new leader in a new term. The core hands out
+// the leader change at once but holds the new term's hard state for the
+// next write; the "leader changed" line must still name the new term, or
+// a failover reads as a new leader in the old term. Found in review: it
+// printed the driver's copy of the hard state, one term behind.
+func TestNodeLeaderChangeLogNamesNewTermDuringWrite(t *testing.T) {
+	logs := map[consensus.NodeID]*syncBuffer{}
+	c, stores := newGatedCluster(t, 3, func(cfg *consensus.NodeConfig) {
+		b := logs[cfg.Raft.ID]
+		if b == nil {
+			b = &syncBuffer{}
+			logs[cfg.Raft.ID] = b
+		}
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("n%d", cfg.Raft.ID), Level: hclog.Info, Output: b})
+		cfg.Raft.Logger = nil
+	})
+	ctx := testContext(t)
+	lead := c.waitLeader()
+	c.propose(ctx, "a")
+	c.waitApplied("a")
+	var held, target consensus.NodeID
+	for _, id := range c.ids {
+		if id != lead {
+			if held == consensus.None {
+				held = id
+			} else {
+				target = id
+			}
+		}
+	}
+	release := stores[held].hold()
+	t.Cleanup(func() { release(false) })
+	c.propose(ctx, "b") // commits through lead and target; held's write hangs
+	select {
+	case <-stores[held].waiting:
+	case <-time.After(waitTimeout):
+		t.Fatalf("node %d never wrote entry b", held)
+	}
+	_, oldTerm := c.nodes[lead].Leader()
+	if err := c.nodes[lead].TransferLeadership(ctx, target); err != nil {
+		t.Fatalf("transferring leadership from %d to %d: %v", lead, target, err)
+	}
+	_, newTerm := c.nodes[target].Leader()
+	if newTerm <= oldTerm {
+		t.Fatalf("setup: term %d after the transfer, was %d", newTerm, oldTerm)
+	}
+	want := fmt.Sprintf("leader=%d", target)
+	var line string
+	waitFor(t, waitTimeout, func() bool {
+		for _, l := range strings.Split(logs[held].String(), "\n") {
+			if strings.Contains(l, "leader changed") && strings.Contains(l, want) {
+				line = l
+				return true
+			}
+		}
+		return false
+	}, fmt.Sprintf("node %d to log its new leader %d", held, target))
+	if !strings.Contains(line, fmt.Sprintf("term=%d ", newTerm)) {
+		t.Fatalf("node %d logged its new leader in term %d as:\n%s", held, newTerm, line)
+	}
+	release(false)
 }

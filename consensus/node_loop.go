@@ -628,8 +628,12 @@ func (n *Node) onSoftState(ss SoftState) {
 	}
 	old := n.lead
 	n.lead = ss.Lead
+	// The core's term and commit, not n.hardState's: while a write is in
+	// flight the core hands out the leader change but holds back the hard
+	// state of the new term, and the line would name the old one.
+	st := n.core.Status()
 	n.logger.Info("leader changed", "id", n.id, "leader", leaderName(ss.Lead), "old_leader", leaderName(old),
-		"role", ss.Role.String(), "term", n.hardState.Term, "commit", n.hardState.Commit, "last_index", n.lastIndex)
+		"role", ss.Role.String(), "term", st.Term, "commit", st.Commit, "last_index", st.LastIndex)
 	// Reads still waiting for a ReadState went to the old leader (or to
 	// us, and the core has dropped those). A deposed leader may never
 	// answer, so fail them now; the caller retries against the new leader.
