@@ -339,9 +339,13 @@ func (s *offerSink) Close() error {
 
 func (n *Node) snapshotOffered(o snapOffer) error {
 	// The core refuses a snapshot while a write or an acknowledgement is
-	// in flight (Raft.SnapshotReceived): let them all land first.
-	if err := n.quiesce(); err != nil {
-		return err
+	// in flight (Raft.SnapshotReceived): let them all land first, unless
+	// it will be refused anyway (a leader's loop must not wait for its
+	// writes over a stale offer).
+	if st := n.core.Status(); st.Role == Follower && o.meta.Index > st.Commit {
+		if err := n.quiesce(); err != nil {
+			return err
+		}
 	}
 	if !n.core.SnapshotReceived(o.from, o.meta, o.conf) {
 		n.logger.Info("received snapshot not installed (not ahead of the commit index, or not following now)",

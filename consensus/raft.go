@@ -249,10 +249,11 @@ func (r *Raft) send(m Message) {
 			r.msgs = append(r.msgs, m)
 			return
 		}
-	case MsgHeartbeatResp:
-		// It vouches for nothing but the term, so once the term is durable
-		// it need not wait behind a write of entries: a leader's read and
-		// keepalive confirmations would otherwise wait for our fsync.
+	case MsgHeartbeatResp, MsgReadIndex:
+		// They vouch for nothing but the term, so once the term is durable
+		// they need not wait behind a write of entries: a leader's read and
+		// keepalive confirmations, and reads forwarded by a follower, would
+		// otherwise wait for our fsync.
 		if r.prevHard.Term == r.term {
 			r.msgs = append(r.msgs, m)
 			return
