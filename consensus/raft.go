@@ -1007,6 +1007,8 @@ func (r *Raft) HasReady() bool {
 
 // installWaits reports that a received snapshot waits for the write in
 // flight: entries committed after it must not be applied before it is.
+// SnapshotReceived refuses while a write is in flight, so this holds only
+// if that refusal is ever relaxed; it keeps apply order safe regardless.
 func (r *Raft) installWaits() bool { return r.writing && r.pendingInstall != nil }
 
 // Ready is the work the driver must do, in this order:
