@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,53 +11,14 @@ import (
 	"github.com/lockd/lockd/consensus/inmem"
 )
 
-// stallingStore is an inmem.Store whose writes can be made to hang, like
-// a disk whose fsync stalls.
-type stallingStore struct {
-	*inmem.Store
-	mu      sync.Mutex
-	stall   chan struct{} // non-nil: Save waits until it is closed
-	stalled chan struct{} // gets a value when a Save starts waiting
-}
-
-func (s *stallingStore) Save(hs *consensus.HardState, ents []consensus.Entry) error {
-	s.mu.Lock()
-	st := s.stall
-	s.mu.Unlock()
-	if st != nil {
-		select {
-		case s.stalled <- struct{}{}:
-		default:
-		}
-		<-st
-	}
-	return s.Store.Save(hs, ents)
-}
-
-// stallWrites makes every later Save hang until the returned release is
-// called (more than once is fine).
-func (s *stallingStore) stallWrites() (release func()) {
-	st := make(chan struct{})
-	s.mu.Lock()
-	s.stall = st
-	s.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			s.stall = nil
-			s.mu.Unlock()
-			close(st)
-		})
-	}
-}
-
-func newStallingCluster(t *testing.T, syncPersist bool) (*cluster, map[consensus.NodeID]*stallingStore) {
-	stores := map[consensus.NodeID]*stallingStore{}
+// newStallingCluster runs 3 nodes whose writes can be made to hang
+// (gatedStore), like a disk whose fsync stalls.
+func newStallingCluster(t *testing.T, syncPersist bool) (*cluster, map[consensus.NodeID]*gatedStore) {
+	stores := map[consensus.NodeID]*gatedStore{}
 	c := newCluster(t, 3, func(cfg *consensus.NodeConfig) {
 		s := stores[cfg.Raft.ID]
 		if s == nil {
-			s = &stallingStore{Store: cfg.LogStore.(*inmem.Store), stalled: make(chan struct{}, 1)}
+			s = newGatedStore(cfg.LogStore.(*inmem.Store))
 			stores[cfg.Raft.ID] = s
 		}
 		cfg.LogStore, cfg.StableStore = s, s
@@ -78,7 +38,8 @@ func TestLeaderWhoseDiskStallsKeepsCommittingThroughFollowers(t *testing.T) {
 	c.propose(ctx, "before")
 	_, term := c.nodes[lead].Leader()
 
-	release := stores[lead].stallWrites()
+	hold := stores[lead].hold()
+	release := func() { hold(false) }
 	t.Cleanup(release) // before the cluster's own cleanup stops the nodes
 	n := c.nodes[lead]
 	for i := 0; i < 5; i++ {
@@ -90,7 +51,7 @@ func TestLeaderWhoseDiskStallsKeepsCommittingThroughFollowers(t *testing.T) {
 		}
 	}
 	select {
-	case <-stores[lead].stalled:
+	case <-stores[lead].waiting:
 	default:
 		t.Fatal("the leader never wrote while stalled: the test proves nothing")
 	}
@@ -126,7 +87,8 @@ func TestSyncPersistLeaderWaitsForItsStalledDisk(t *testing.T) {
 	ctx := context.Background()
 	c.propose(ctx, "before")
 
-	release := stores[lead].stallWrites()
+	hold := stores[lead].hold()
+	release := func() { hold(false) }
 	t.Cleanup(release)
 	n := c.nodes[lead]
 	done := make(chan error, 1)
@@ -136,7 +98,7 @@ func TestSyncPersistLeaderWaitsForItsStalledDisk(t *testing.T) {
 		_, err := n.Propose(pctx, []byte("during"))
 		done <- err
 	}()
-	<-stores[lead].stalled
+	<-stores[lead].waiting
 	// The proposal cannot finish while the write it needs hangs on the
 	// loop: a short wait shows it has not (a slow machine only makes
 	// that more certain).
