@@ -205,6 +205,7 @@ func TestFlagsAndEnvVars(t *testing.T) {
 	t.Setenv("LOCKD_SNAPSHOT_BYTES", "1048576")
 	t.Setenv("LOCKD_SNAPSHOT_TRAILING", "0")
 	t.Setenv("LOCKD_RAFT_LOG", "bolt")
+	t.Setenv("LOCKD_SYNC_PERSIST", "true")
 	t.Setenv("LOCKD_LOG_LEVEL", "debug")
 	t.Setenv("LOCKD_LOG_FORMAT", "json")
 	t.Setenv("LOCKD_PPROF", "true")
@@ -212,7 +213,7 @@ func TestFlagsAndEnvVars(t *testing.T) {
 		Name: "n2", DataDir: "/var/lib/lockd", ClientAddr: "127.0.0.1:8301", PeerAddr: "0.0.0.0:8401", PeerAddrSet: true,
 		InitialCluster: "n1=10.0.0.1:8401,n2=10.0.0.2:8401", ClusterID: "prod", Tick: 50 * time.Millisecond,
 		ElectionTicks: 20, HeartbeatTicks: 2, SnapshotThreshold: 5000, SnapshotBytes: 1 << 20, SnapshotTrailing: 0,
-		RaftLog: "bolt", LogLevel: "debug", LogFormat: "json", Pprof: true,
+		RaftLog: "bolt", SyncPersist: true, LogLevel: "debug", LogFormat: "json", Pprof: true,
 	}
 	got := parseFlags(t)
 	if got != want {
@@ -222,7 +223,7 @@ func TestFlagsAndEnvVars(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ID != 2 || cfg.PeerAddr != "0.0.0.0:8401" || cfg.HTTPAddr != "" || !cfg.LogJSON || cfg.LogLevel != hclog.Debug {
+	if cfg.ID != 2 || cfg.PeerAddr != "0.0.0.0:8401" || cfg.HTTPAddr != "" || !cfg.LogJSON || cfg.LogLevel != hclog.Debug || !cfg.SyncPersist {
 		t.Fatalf("validated: %+v", cfg)
 	}
 	// A flag beats its env var.

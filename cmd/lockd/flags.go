@@ -100,8 +100,9 @@ func nodeFlags() []cli.Flag {
 				"one fsync per write) or bolt (in raft.db, two fsyncs per write); an existing data dir keeps the one it " +
 				"was created with (a different value given here is logged and ignored)"},
 		&cli.BoolFlag{Name: flagSyncPersist, Category: catRaft, EnvVars: env("SYNC_PERSIST"),
-			Usage: "make the Raft loop wait for each write's fsync before it goes on (slower; for comparison: by default " +
-				"a writer goroutine fsyncs while the loop keeps replicating, committing and applying)"},
+			Usage: "make the Raft loop wait for each write's fsync before it goes on, as plain Raft drivers do (by default " +
+				"a writer goroutine fsyncs while the loop keeps replicating, committing and applying, so that a leader " +
+				"whose disk stalls does not stall the cluster; throughput is the same)"},
 		&cli.StringFlag{Name: flagLogLevel, Category: catOps, Value: "info", EnvVars: env("LOG_LEVEL"),
 			Usage: "log `LEVEL`: trace, debug, info, warn, error or off"},
 		&cli.StringFlag{Name: flagLogFormat, Category: catOps, Value: "text", EnvVars: env("LOG_FORMAT"),
