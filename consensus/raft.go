@@ -814,6 +814,9 @@ func (r *Raft) handleAppend(m Message) {
 	}
 	ents := m.Entries
 	if ci := r.log.findConflict(ents); ci != 0 {
+		if ci <= r.log.lastIndex() {
+			r.dropAcksFrom(ci)
+		}
 		fresh := ents[ci-m.PrevIndex-1:]
 		changed := r.confs.truncate(ci)
 		r.log.truncateAndAppend(fresh)
@@ -836,6 +839,19 @@ func (r *Raft) handleAppend(m Message) {
 	}
 	r.log.commitTo(min(m.Commit, limit))
 	r.send(Message{Type: MsgAppResp, To: m.From, Index: lastVerified})
+}
+
+// dropAcksFrom drops acknowledgements not yet handed out that vouch for
+// entries from index i on, which a conflicting append is about to
+// replace: they were made for an older leader, and once the replacement
+// is written they would vouch for entries this node no longer holds.
+// Losing them is harmless (that leader is deposed, and any message may be
+// lost); sending them would break "acknowledge only what is durable",
+// which the simulation checks at every send.
+func (r *Raft) dropAcksFrom(i Index) {
+	r.msgsAfterPersist = slices.DeleteFunc(r.msgsAfterPersist, func(m Message) bool {
+		return m.Type == MsgAppResp && !m.Reject && m.Index >= i
+	})
 }
 
 func (r *Raft) stepLeader(m Message) {
