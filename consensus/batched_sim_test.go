@@ -170,7 +170,7 @@ func (s *simulation) runWith(step func() error) error {
 	if err := s.heal(); err != nil {
 		return err
 	}
-	deadline := s.now + s.opts.livenessTicks
+	deadline := s.now + s.livenessBudget()
 	var want entryKey
 	for s.now < deadline {
 		if err := step(); err != nil {

@@ -32,6 +32,7 @@ func newScenario(t *testing.T, n int, tweak func(*simOptions)) *scenario {
 		tweak(&opts)
 	}
 	sc := &scenario{t: t, simulation: newSimulation(1, opts), readResults: map[uint64]ReadState{}, held: map[NodeID]bool{}}
+	sc.holds = func(id NodeID) bool { return sc.held[id] }
 	sc.onRead = func(rs ReadState) { sc.readResults[rs.ID] = rs }
 	sc.onSend = func(m Message) { sc.sent = append(sc.sent, m) }
 	return sc

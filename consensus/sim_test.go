@@ -230,6 +230,9 @@ type simulation struct {
 	// failSnapshots fails that many of the next snapshot transfers
 	// (scenarios only).
 	failSnapshots int
+	// holds, if set, names nodes whose write must stay in flight
+	// (scenarios): quiesce leaves them alone.
+	holds func(NodeID) bool
 	// onSend, if set, sees every message a node puts on the network
 	// (scenarios).
 	onSend func(Message)
@@ -813,11 +816,39 @@ func (s *simulation) deliverSnapshots(all bool) error {
 	}
 	s.snaps = keep
 	for _, sn := range due {
+		// Like Node.quiesce: the driver lets the receiver's writes and
+		// acknowledgements land before it offers a snapshot, which the
+		// core would refuse meanwhile. (A refused snapshot is durable all
+		// the same, so an older one accepted later would be installed
+		// under a newer durable one.)
+		if err := s.quiesce(s.node(sn.to)); err != nil {
+			return err
+		}
 		ok, err := s.receiveSnapshot(sn)
 		if err != nil {
 			return err
 		}
 		if err := s.reportSnapshot(sn, ok); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// quiesce completes n's writes, and the Readies they lead to, until
+// nothing is in flight (or n crashed on the way).
+func (s *simulation) quiesce(n *simNode) error {
+	if n != nil && s.holds != nil && s.holds(n.id) {
+		return nil
+	}
+	for n != nil && n.raft != nil && (n.pending != nil || n.raft.HasReady()) {
+		var err error
+		if n.pending != nil {
+			err = s.completeWrite(n, true)
+		} else {
+			err = s.handleReady(n)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -1121,7 +1152,8 @@ func (s *simulation) run() error {
 	if err := s.heal(); err != nil {
 		return err
 	}
-	deadline := s.now + s.opts.livenessTicks
+	budget := s.livenessBudget()
+	deadline := s.now + budget
 	var want entryKey
 	// members must apply the liveness proposal: those of the
 	// configuration it was proposed in (removed machines may run on
@@ -1173,7 +1205,28 @@ func (s *simulation) run() error {
 	for _, n := range s.nodes {
 		st = append(st, n.describe())
 	}
-	return fmt.Errorf("liveness: %d ticks after faults stopped, proposal %v is not applied everywhere; %s", s.opts.livenessTicks, want, strings.Join(st, "; "))
+	return fmt.Errorf("liveness: %d ticks after faults stopped, proposal %v is not applied everywhere; %s", budget, want, strings.Join(st, "; "))
+}
+
+// livenessBudget is how long after healing every member may take to apply
+// a new entry: livenessTicks, plus, for a node far behind (a learner added
+// late, with no snapshot to send it), a few ticks per round trip it needs
+// at this seed's window (maxInflight messages of maxEntries): with a
+// window of one entry, catching up 400 entries is 400 round trips.
+func (s *simulation) livenessBudget() int {
+	var last, behind Index
+	for _, n := range s.nodes {
+		if n.raft != nil {
+			last = max(last, n.raft.log.lastIndex())
+		}
+	}
+	for _, n := range s.nodes {
+		if n.raft != nil {
+			behind = max(behind, last-n.raft.log.lastIndex())
+		}
+	}
+	window := Index(max(1, s.opts.maxInflight*s.opts.maxEntries))
+	return s.opts.livenessTicks + int(4*behind/window)
 }
 
 // runSeed runs one seed and returns its error, with the trace tail.
