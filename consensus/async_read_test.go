@@ -6,13 +6,7 @@ import "testing"
 // in flight: the request vouches only for its (durable) term, so it must
 // not wait behind the fsync, and the leader's answer completes the read.
 func TestAsyncFollowerForwardsReadsDuringItsWrite(t *testing.T) {
-	sc := newScenario(t, 3, func(o *simOptions) { asyncWrites(o); noCheckQuorum(o) })
-	sc.elect(1)
-	sc.stabilize()
-	sc.held[2] = true
-	sc.proposeBatch(1, 3)
-	sc.stabilize()
-	sc.pendingWrite(2) // fails the test unless node 2 has a write in flight
+	sc := followerWriting(t, 3) // fails unless node 2 has a write in flight
 	var got []ReadState
 	sc.onRead = func(rs ReadState) { got = append(got, rs) }
 	sc.sent = nil

@@ -349,13 +349,7 @@ func TestAsyncVoteLeavesOnlyAfterItsWrite(t *testing.T) {
 // with a write in flight sends its vote requests only once its new term
 // and its vote for itself are durable.
 func TestAsyncCampaignWaitsForItsTermToBeDurable(t *testing.T) {
-	sc := newScenario(t, 3, func(o *simOptions) { asyncWrites(o); noCheckQuorum(o) })
-	sc.elect(1)
-	sc.stabilize()
-	sc.held[2] = true
-	sc.proposeBatch(1, 2)
-	sc.stabilize()
-	sc.pendingWrite(2)
+	sc := followerWriting(t, 2)
 	term := sc.r(2).term + 1
 	sc.sent = nil
 	sc.r(2).campaign(false, false)
@@ -387,13 +381,7 @@ func TestAsyncCampaignWaitsForItsTermToBeDurable(t *testing.T) {
 // its disk); a heartbeat that brings it a new term is answered only after
 // the write that holds the term.
 func TestAsyncHeartbeatAnswerLeavesOnlyWithDurableTerm(t *testing.T) {
-	sc := newScenario(t, 3, func(o *simOptions) { asyncWrites(o); noCheckQuorum(o) })
-	sc.elect(1)
-	sc.stabilize()
-	sc.held[2] = true
-	sc.proposeBatch(1, 3)
-	sc.stabilize()
-	sc.pendingWrite(2)
+	sc := followerWriting(t, 3)
 	sc.sent = nil
 	sc.r(1).Tick()
 	sc.ready(1)
@@ -495,4 +483,19 @@ func firstFailingSeed(opts func(int64) simOptions) (int64, string) {
 		}
 	}
 	return -1, ""
+}
+
+// followerWriting: node 1 leads 3 nodes (asynchronous writes, no
+// CheckQuorum) and has just replicated k new entries; node 2's write of
+// them is held in flight.
+func followerWriting(t *testing.T, k int) *scenario {
+	t.Helper()
+	sc := newScenario(t, 3, func(o *simOptions) { asyncWrites(o); noCheckQuorum(o) })
+	sc.elect(1)
+	sc.stabilize()
+	sc.held[2] = true
+	sc.proposeBatch(1, k)
+	sc.stabilize()
+	sc.pendingWrite(2)
+	return sc
 }
