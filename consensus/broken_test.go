@@ -12,16 +12,7 @@ import (
 // rarely reach it; TestFollowerCommitCappedAtLastVerifiedEntry drives it
 // directly, with and without the broken rule.)
 func TestSimulationCatchesBrokenCore(t *testing.T) {
-	cases := []struct {
-		name string
-		rule brokenRule
-	}{
-		{"vote granted twice in one term", breakVoteOnce},
-		{"old-term entries committed by counting (Figure 8)", breakCurrentTermCommit},
-		{"votes granted without the up-to-date check", breakUpToDateCheck},
-		{"snapshot installed that is not ahead of the commit index", breakStaleSnapshot},
-		{"membership change started while another is uncommitted", breakConfChangeOnce},
-	}
+	cases := brokenRules
 	seeds := envInt("LOCKD_SIM_SEEDS", 2000)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -39,4 +30,17 @@ func TestSimulationCatchesBrokenCore(t *testing.T) {
 			t.Logf("caught at seed %d: %s", found, strings.SplitN(msg, "\n", 2)[0])
 		})
 	}
+}
+
+// brokenRules are the rules the random simulation must catch when broken,
+// in either persistence mode.
+var brokenRules = []struct {
+	name string
+	rule brokenRule
+}{
+	{"vote granted twice in one term", breakVoteOnce},
+	{"old-term entries committed by counting (Figure 8)", breakCurrentTermCommit},
+	{"votes granted without the up-to-date check", breakUpToDateCheck},
+	{"snapshot installed that is not ahead of the commit index", breakStaleSnapshot},
+	{"membership change started while another is uncommitted", breakConfChangeOnce},
 }
