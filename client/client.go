@@ -82,7 +82,7 @@ func New(cfg Config) (*Client, error) {
 	c.route = newRouter(c)
 	for i, addr := range cfg.Endpoints {
 		rc, err := rpc.NewClient(addr, rpc.ClientConfig{
-			ClusterID: cfg.ClusterID, Name: cfg.Name, TLS: cfg.TLS,
+			ClusterID: cfg.ClusterID, Name: cfg.Name, TLS: cfg.TLS, PoolSize: cfg.ConnsPerEndpoint,
 			DialTimeout: cfg.DialTimeout, Dial: cfg.Dial, Errors: table,
 			Rand:   mrand.New(mrand.NewSource(int64(seed) + int64(i) + 1)),
 			Logger: cfg.Logger.Named("rpc"),

@@ -34,8 +34,44 @@ func TestConfigValidateNamesTheValues(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if ok.DialTimeout != DefaultDialTimeout || ok.RequestTimeout != DefaultRequestTimeout || ok.Limits == nil || ok.Logger == nil {
+	if ok.DialTimeout != DefaultDialTimeout || ok.RequestTimeout != DefaultRequestTimeout || ok.Limits == nil || ok.Logger == nil ||
+		ok.ConnsPerEndpoint != DefaultConnsPerEndpoint {
 		t.Errorf("defaults not filled: %+v", ok)
+	}
+	for _, n := range []int{-1, 65} {
+		bad := Config{Endpoints: []string{"127.0.0.1:7400"}, ConnsPerEndpoint: n}
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("connections per endpoint %d must be between 1 and 64", n)) {
+			t.Errorf("ConnsPerEndpoint %d: %v", n, err)
+		}
+	}
+}
+
+// Concurrent calls share one connection per endpoint unless the Client is
+// told to keep more: answers ready together then share a write and a read.
+func TestConcurrentCallsShareOneConnectionPerEndpoint(t *testing.T) {
+	fc := newFakeCluster(t, 1)
+	for _, tc := range []struct{ conns, want int }{{0, 1}, {3, 3}} {
+		c, ct := newTestClient(t, []string{fc.nodes[0].addr}, func(cfg *Config) { cfg.ConnsPerEndpoint = tc.conns })
+		ctx := testCtx(t)
+		var wg sync.WaitGroup
+		errs := make(chan error, 32)
+		for i := range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := c.KV().Put(ctx, fmt.Sprintf("k%d", i), []byte("v")); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if got := ct.dialsTo(fc.nodes[0].addr); got != tc.want {
+			t.Errorf("ConnsPerEndpoint %d: 32 concurrent puts opened %d connections, want %d", tc.conns, got, tc.want)
+		}
 	}
 }
 

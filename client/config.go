@@ -20,6 +20,10 @@ const (
 	DefaultBackoffMin          = 25 * time.Millisecond
 	DefaultBackoffMax          = time.Second
 	DefaultMaxConcurrentWrites = 1024
+	// DefaultConnsPerEndpoint is one: every call of a Client to a node
+	// shares one multiplexed connection, so answers that are ready
+	// together leave in one write and arrive in one read.
+	DefaultConnsPerEndpoint = 1
 )
 
 // Config configures a Client. New calls Validate, which fills defaults.
@@ -62,6 +66,14 @@ type Config struct {
 	// seconds) and sends writes, linearizable reads and keepalives there
 	// directly, which saves a hop and the forwarding node's CPU.
 	NoLeaderRouting bool
+
+	// ConnsPerEndpoint is how many connections the Client keeps to each
+	// node; calls are spread over them. Default 1 (like one gRPC
+	// connection): a second one halves the calls each connection carries,
+	// and so how many answers share a system call on both sides, which
+	// under load cost more CPU than it saved (docs/performance.md, fix
+	// 11). At most 64.
+	ConnsPerEndpoint int
 
 	// MaxConcurrentWrites bounds the writes one Client has in flight at
 	// once (each holds an exactly-once lane while it runs, retries
@@ -110,6 +122,12 @@ func (c *Config) Validate() error {
 	fill("backoff max", &c.BackoffMax, max(DefaultBackoffMax, c.BackoffMin))
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("backoff max %v must be ≥ backoff min %v", c.BackoffMax, c.BackoffMin))
+	}
+	if c.ConnsPerEndpoint == 0 {
+		c.ConnsPerEndpoint = DefaultConnsPerEndpoint
+	}
+	if c.ConnsPerEndpoint < 1 || c.ConnsPerEndpoint > 64 {
+		errs = append(errs, fmt.Errorf("connections per endpoint %d must be between 1 and 64", c.ConnsPerEndpoint))
 	}
 	if c.MaxConcurrentWrites == 0 {
 		c.MaxConcurrentWrites = DefaultMaxConcurrentWrites

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 
@@ -41,6 +43,7 @@ func benchCommand(a *app) *cli.Command {
 			&cli.IntFlag{Name: "rate", Value: 1000, Usage: "watch: writes per second, shared by the workers"},
 			&cli.IntFlag{Name: "put-rate", Usage: "put, keepalive: at most this many puts per second in total (0: no limit)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the key choices"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of this client (the load generator) to `FILE`; the servers' own profiles are on lockd --pprof"},
 		},
 		Action: func(c *cli.Context) error {
 			got, err := args(c, name, 1, 1, "WORKLOAD")
@@ -80,6 +83,13 @@ func benchCommand(a *app) *cli.Command {
 				live = &liveLine{w: a.io.err}
 				cfg.Progress = live.show
 			}
+			if path := c.String("cpuprofile"); path != "" {
+				stop, err := startCPUProfile(path)
+				if err != nil {
+					return usagef(name, "--cpuprofile: %v", err)
+				}
+				defer stop()
+			}
 			res, err := bench.Run(a.ctx, cfg)
 			live.clear()
 			if err != nil {
@@ -95,6 +105,22 @@ func benchCommand(a *app) *cli.Command {
 			return res.WriteText(a.io.out)
 		},
 	}
+}
+
+// startCPUProfile profiles this process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // splitEndpoints turns --endpoints into addresses, dropping blanks.
