@@ -244,28 +244,33 @@ func (c *Command) checked() (*Command, error) {
 	return c, nil
 }
 
-// checkShape verifies that exactly the body matching Kind is present.
+// checkShape verifies that exactly the body matching Kind is present. It
+// runs for every command every node applies, so it allocates nothing.
 func (c *Command) checkShape() error {
-	bodies := map[Kind]bool{
-		KindSessionCreate: c.SessionCreate != nil, KindSessionDestroy: c.SessionDestroy != nil,
-		KindSessionExpire: c.SessionExpire != nil, KindSessionCheckpoint: c.SessionCheckpoint != nil,
-		KindLockAcquire: c.LockAcquire != nil, KindLockRelease: c.LockRelease != nil,
-		KindLockCancel: c.LockCancel != nil, KindPut: c.Put != nil, KindDelete: c.Delete != nil,
-		KindTxn: c.Txn != nil, KindTick: false,
+	bodies := [...]struct {
+		kind Kind
+		set  bool
+	}{
+		{KindSessionCreate, c.SessionCreate != nil}, {KindSessionDestroy, c.SessionDestroy != nil},
+		{KindSessionExpire, c.SessionExpire != nil}, {KindSessionCheckpoint, c.SessionCheckpoint != nil},
+		{KindLockAcquire, c.LockAcquire != nil}, {KindLockRelease, c.LockRelease != nil},
+		{KindLockCancel, c.LockCancel != nil}, {KindPut, c.Put != nil}, {KindDelete, c.Delete != nil},
+		{KindTxn, c.Txn != nil},
 	}
-	has, known := bodies[c.Kind]
-	if !known {
-		return api.Errorf(api.CodeUnsupported, "command kind %d is not supported", uint8(c.Kind))
+	known, has, n := c.Kind == KindTick, c.Kind == KindTick, 0
+	if known {
+		n++ // a tick has no body: it counts as its own
 	}
-	n := 0
-	for _, set := range bodies {
-		if set {
+	for _, b := range bodies {
+		if b.kind == c.Kind {
+			known, has = true, b.set
+		}
+		if b.set {
 			n++
 		}
 	}
-	if c.Kind == KindTick {
-		has = true
-		n++
+	if !known {
+		return api.Errorf(api.CodeUnsupported, "command kind %d is not supported", uint8(c.Kind))
 	}
 	if !has || n != 1 {
 		return api.Errorf(api.CodeInvalid, "%s command must carry exactly its own body and no other", c.Kind)

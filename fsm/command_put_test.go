@@ -2,12 +2,14 @@ package fsm
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/lockd/lockd/api"
 	"github.com/lockd/lockd/session"
 )
 
@@ -141,4 +143,42 @@ func FuzzPutFastPath(f *testing.F) {
 			t.Fatalf("%x: fast %+v %+v, generic %+v %+v", b, got, got.Put, want, want.Put)
 		}
 	})
+}
+
+// checkShape runs for every applied command; its verdicts are pinned here
+// because it was rewritten to allocate nothing.
+func TestCheckShapeVerdicts(t *testing.T) {
+	put, del := &Put{Key: "k"}, &Delete{Key: "k"}
+	for _, tc := range []struct {
+		name string
+		c    Command
+		want api.Code // 0: accepted
+	}{
+		{"put with its body", Command{Kind: KindPut, Put: put}, 0},
+		{"delete with its body", Command{Kind: KindDelete, Delete: del}, 0},
+		{"tick without a body", Command{Kind: KindTick}, 0},
+		{"put without a body", Command{Kind: KindPut}, api.CodeInvalid},
+		{"put with another body", Command{Kind: KindPut, Delete: del}, api.CodeInvalid},
+		{"put with two bodies", Command{Kind: KindPut, Put: put, Delete: del}, api.CodeInvalid},
+		{"tick with a body", Command{Kind: KindTick, Put: put}, api.CodeInvalid},
+		{"kind 0", Command{Put: put}, api.CodeUnsupported},
+		{"unknown kind", Command{Kind: KindTick + 1}, api.CodeUnsupported},
+		{"unknown kind with a body", Command{Kind: 200, Put: put}, api.CodeUnsupported},
+	} {
+		err := tc.c.checkShape()
+		if tc.want == 0 {
+			if err != nil {
+				t.Errorf("%s: refused: %v", tc.name, err)
+			}
+			continue
+		}
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Code != tc.want {
+			t.Errorf("%s: error %v, want code %v", tc.name, err, tc.want)
+		}
+	}
+	c := Command{Kind: KindPut, Put: put}
+	if n := testing.AllocsPerRun(100, func() { _ = c.checkShape() }); n != 0 {
+		t.Errorf("checkShape allocates %.0f times per command, want 0", n)
+	}
 }
