@@ -136,6 +136,12 @@ func (c Configuration) Clone() Configuration {
 	return Configuration{Members: slices.Clone(c.Members), NextID: c.NextID}
 }
 
+// Equal reports whether c and o list the same members, alike, and the
+// same next id.
+func (c Configuration) Equal(o Configuration) bool {
+	return c.NextID == o.NextID && slices.Equal(c.Members, o.Members)
+}
+
 func (c Configuration) String() string {
 	parts := make([]string, len(c.Members))
 	for i, m := range c.Members {

@@ -309,6 +309,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	n.metrics = newNodeMetrics()
 	n.initLoop(core, st, snap)
 	n.onConfig(core.Configuration())
+	n.progressDue = true
 	n.publish()
 	n.logger.Info("node started", "id", id, "term", st.HardState.Term, "commit", st.HardState.Commit,
 		"last_index", n.lastIndex, "tick", cfg.TickInterval, "group_commit", n.batch != nil)
@@ -496,6 +497,16 @@ func (n *Node) Step(ctx context.Context, m Message) error {
 // nothing was proposed. Errors wrapping ErrProposalLost mean the entry will
 // never apply; ErrOutcomeUnknown means it may.
 func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+	return n.propose(ctx, data, false)
+}
+
+// ProposeOwned is Propose for a caller that hands data over: the entry
+// keeps it without a copy, so the caller must never modify it again.
+func (n *Node) ProposeOwned(ctx context.Context, data []byte) (any, error) {
+	return n.propose(ctx, data, true)
+}
+
+func (n *Node) propose(ctx context.Context, data []byte, owned bool) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("not proposed: %w", err)
 	}
@@ -511,7 +522,10 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	}
 	// The entry keeps the bytes; the caller may reuse its buffer after an
 	// early return.
-	p := &proposal{ctx: ctx, data: bytes.Clone(data), result: make(chan proposeResult, 1)}
+	if !owned {
+		data = bytes.Clone(data)
+	}
+	p := &proposal{ctx: ctx, data: data, result: make(chan proposeResult, 1)}
 	select {
 	case n.propc <- p:
 	case <-n.done:
@@ -612,10 +626,16 @@ func (n *Node) withLeaderAddr(err error) error {
 }
 
 // publish makes the core's status visible to Status and Leader.
+//
+// The leader's progress map is rebuilt at most once per tick (and on a
+// role change): this runs after every batch of work, and a new map per
+// proposal batch was a measurable share of the leader's allocations.
+// Everything else is current.
 func (n *Node) publish() {
-	st := n.core.Status()
+	n.core.UpdateStatus(&n.loopStatus, n.progressDue)
+	n.progressDue = false
 	n.mu.Lock()
-	n.status = st
+	n.status = n.loopStatus
 	n.mu.Unlock()
 }
 

@@ -56,6 +56,11 @@ type transferRequest struct {
 type loopState struct {
 	core *Raft
 
+	// loopStatus is the status publish last made visible, and
+	// progressDue asks publish to rebuild the leader's progress map.
+	loopStatus  Status
+	progressDue bool
+
 	// proposals waits for the entry at each index. Two waiters can share
 	// an index when this node led two terms: each is settled by the term
 	// of the entry that finally applies there.
@@ -147,6 +152,7 @@ func (n *Node) run() {
 		case <-ticker.C:
 			n.core.Tick()
 			n.dropAbandoned()
+			n.progressDue = true
 		case m := <-n.inbox:
 			n.step(m)
 		case p := <-n.propc:

@@ -343,6 +343,27 @@ func TestNodeProposeReturnsStateMachineResult(t *testing.T) {
 	}
 }
 
+// ProposeOwned skips Propose's copy; the entry and its result are the same.
+func TestNodeProposeOwnedAppliesTheHandedOverBytes(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx := testContext(t)
+	lead := c.waitLeader()
+	var last consensus.Index
+	for i := range 10 {
+		data := []byte(fmt.Sprintf("owned-%d", i))
+		v, err := c.nodes[lead].ProposeOwned(ctx, data)
+		if err != nil {
+			t.Fatalf("ProposeOwned on leader %d: %v", lead, err)
+		}
+		res := v.(applied)
+		if res.Data != string(data) || res.Index <= last {
+			t.Fatalf("proposal %q: result %+v after index %d", data, res, last)
+		}
+		last = res.Index
+	}
+	c.waitApplied("owned-9")
+}
+
 func TestNodeProposeOnFollowerNamesLeader(t *testing.T) {
 	c := newCluster(t, 3, nil)
 	lead := c.waitLeader()

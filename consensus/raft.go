@@ -1182,17 +1182,35 @@ func (r *Raft) advanceDurable(rd Ready) {
 
 // Status reports the node's state.
 func (r *Raft) Status() Status {
-	s := Status{
+	var s Status
+	r.UpdateStatus(&s, true)
+	return s
+}
+
+// UpdateStatus brings s up to date as Status would, reusing what did not
+// change: s.Config is cloned anew only if the configuration differs from
+// it, and the leader's s.Progress is rebuilt only if progress is set (or
+// s has none). The driver refreshes its published status after every
+// batch of work; a full Status each time was a clone and a map per
+// proposal batch.
+func (r *Raft) UpdateStatus(s *Status, progress bool) {
+	prevProgress, prevConfig := s.Progress, s.Config
+	*s = Status{
 		ID: r.id, Role: r.role, Term: r.term, Vote: r.vote, Lead: r.lead,
 		Commit: r.log.committed, Applied: r.log.applied, LastIndex: r.log.lastIndex(),
 		LogBase: r.log.snapIndex, LeadTransfer: r.leadTransferee,
-		Config: r.confs.latest().Clone(), ConfigIndex: r.confs.lastIndex(),
+		Config: prevConfig, ConfigIndex: r.confs.lastIndex(),
+	}
+	if latest := r.confs.latest(); !latest.Equal(prevConfig) {
+		s.Config = latest.Clone()
 	}
 	s.ConfigCommitted = s.ConfigIndex <= r.log.committed
 	if r.role != Leader {
 		s.SinceLeaderContact = r.electionElapsed
 	}
-	if r.role == Leader {
+	if r.role == Leader && !progress && prevProgress != nil {
+		s.Progress = prevProgress
+	} else if r.role == Leader {
 		s.Progress = make(map[NodeID]ProgressStatus, len(r.prs))
 		for id, pr := range r.prs {
 			match := pr.match
@@ -1203,7 +1221,6 @@ func (r *Raft) Status() Status {
 				RecentActive: r.recentActive(id), Learner: r.isLearner(id)}
 		}
 	}
-	return s
 }
 
 // Compact drops the log entries through index from memory, making index

@@ -86,7 +86,7 @@ func (s *Server) registerAPI(srv *rpc.Server) error {
 // ---- forwarding ----
 
 func (s *Server) onForwardPropose(ctx context.Context, req *forwardRequest) (*forwardResponse, error) {
-	res, err := s.writeEncoded(ctx, req.Data, false)
+	res, err := s.writeEncoded(ctx, req.Data, false, false)
 	if err != nil {
 		return nil, err
 	}

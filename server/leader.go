@@ -170,7 +170,7 @@ func (s *Server) writeEncodedLocal(ctx context.Context, cmd *fsm.Command) (*fsm.
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.node.Propose(ctx, data)
+	v, err := s.node.ProposeOwned(ctx, data)
 	if err != nil {
 		return nil, err
 	}

@@ -115,10 +115,12 @@ func (s *Server) write(ctx context.Context, cmd *fsm.Command) (*fsm.Result, erro
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalid, "%v", err)
 	}
-	return s.writeEncoded(ctx, data, true)
+	return s.writeEncoded(ctx, data, true, true)
 }
 
-func (s *Server) writeEncoded(ctx context.Context, data []byte, mayForward bool) (*fsm.Result, error) {
+// writeEncoded proposes data (owned: nothing else holds it, so the entry
+// may keep it without a copy) here or at the leader.
+func (s *Server) writeEncoded(ctx context.Context, data []byte, mayForward, owned bool) (*fsm.Result, error) {
 	var lastErr error
 	deadline := time.Now().Add(s.cfg.LeaderWait)
 	for attempt := 0; ; attempt++ {
@@ -133,7 +135,11 @@ func (s *Server) writeEncoded(ctx context.Context, data []byte, mayForward bool)
 		lead, _ := s.node.Leader()
 		switch {
 		case lead == s.cfg.ID:
-			v, err := s.node.Propose(ctx, data)
+			propose := s.node.Propose
+			if owned {
+				propose = s.node.ProposeOwned
+			}
+			v, err := propose(ctx, data)
 			if err == nil {
 				return v.(*fsm.Result), nil
 			}
