@@ -181,7 +181,7 @@ func NewCodec() *Codec {
 func (cd *Codec) Encode(c *Command) ([]byte, error) {
 	c.Version = CommandVersion
 	if isPlainPut(c) {
-		return appendPut(make([]byte, 0, 32+len(c.Put.Key)+len(c.Put.Value)), c), nil
+		return appendPut(make([]byte, 0, putOverhead+len(c.Put.Key)+len(c.Put.Value)), c), nil
 	}
 	return cd.encodeGeneric(c)
 }

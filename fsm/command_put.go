@@ -24,6 +24,11 @@ func isPlainPut(c *Command) bool {
 }
 
 // appendPut appends the msgpack encoding of a plain put command.
+// putOverhead bounds what appendPut writes besides the key and value
+// bytes: map and string headers, field names and five integers of at most
+// 9 bytes each, so one allocation always holds a put.
+const putOverhead = 80
+
 func appendPut(b []byte, c *Command) []byte {
 	n := 3
 	if c.ClientID != 0 {

@@ -182,3 +182,20 @@ func TestCheckShapeVerdicts(t *testing.T) {
 		t.Errorf("checkShape allocates %.0f times per command, want 0", n)
 	}
 }
+
+// Encode sizes a put's buffer once: putOverhead covers everything but the
+// key and value bytes even with every integer at its widest.
+func TestPutEncodingFitsItsFirstAllocation(t *testing.T) {
+	c := &Command{Kind: KindPut, ClientID: math.MaxUint64, Seq: math.MaxUint64,
+		Put: &Put{Key: strings.Repeat("k", 70000), Value: bytes.Repeat([]byte("v"), 70000), Session: session.ID(math.MaxUint64)}}
+	b, err := NewCodec().Encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if extra := len(b) - len(c.Put.Key) - len(c.Put.Value); extra > putOverhead {
+		t.Errorf("a put needs %d bytes besides its key and value, putOverhead is %d", extra, putOverhead)
+	}
+	if cap(b) != putOverhead+len(c.Put.Key)+len(c.Put.Value) {
+		t.Errorf("the buffer grew past its first allocation: cap %d", cap(b))
+	}
+}
