@@ -217,6 +217,24 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// sleep is the package's sleep that also ends (false) when the client
+// closes.
+func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil && c.ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
 // callContext returns ctx, also cancelled (cause ErrClosed) when the
 // client closes.
 func (c *Client) callContext(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -320,6 +320,50 @@ func TestCloseFailsCallsAndIsIdempotent(t *testing.T) {
 	}
 }
 
+// Calls have no context of their own: a write waiting for a lane and a
+// call waiting out a backoff must still end at Close, with ErrClosed.
+func TestCloseEndsCallsWaitingForALaneOrABackoff(t *testing.T) {
+	fc := newFakeCluster(t, 1)
+	fc.nodes[0].set(func(n *fakeNode) {
+		n.hook = func(ctx context.Context, method uint16) error {
+			if method == api.MethodKVGet {
+				return api.Errorf(api.CodeUnavailable, "no leader (test)")
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	})
+	c, _ := newTestClient(t, fc.addrs(), func(cfg *Config) {
+		cfg.RequestTimeout, cfg.MaxConcurrentWrites = time.Minute, 1
+		cfg.BackoffMin, cfg.BackoffMax = time.Minute, time.Minute
+	})
+	errc := make(chan error, 3)
+	for range 2 { // the first holds the only lane, the second waits for it
+		go func() {
+			_, err := c.KV().Put(context.Background(), "k", []byte("v"))
+			errc <- err
+		}()
+	}
+	go func() { // fails at once, then waits out a minute's backoff
+		_, err := c.KV().Get(context.Background(), "k")
+		errc <- err
+	}()
+	waitFor(t, 5*time.Second, "the calls to reach the server", func() bool { return fc.nodes[0].calls.Load() >= 2 })
+	time.Sleep(20 * time.Millisecond) // let the second put reach the lane wait
+	start := time.Now()
+	c.Close()
+	for range 3 {
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("call at Close: %v; want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("a call was still running %v after Close", time.Since(start))
+		}
+	}
+}
+
 func TestKVOperations(t *testing.T) {
 	fc := newFakeCluster(t, 1)
 	c, _ := newTestClient(t, fc.addrs(), nil)

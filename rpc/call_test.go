@@ -216,6 +216,51 @@ func TestDeadlineTravelsToTheHandler(t *testing.T) {
 	}
 }
 
+// CallTimeout behaves as Call under context.WithTimeout: the server gets
+// the earlier of the two ends as the deadline, and an expired call fails
+// with DeadlineExceeded and is cancelled on the server.
+func TestCallTimeoutEndsTheCallAndTellsTheServer(t *testing.T) {
+	cs := newCallServer(t, nil)
+	c := newTestClient(t, startServer(t, cs.srv), nil)
+	ctx := ctxTimeout(t, 10*time.Second)
+	// The first call dials (bounded by a derived context); the rest find
+	// the connection ready and take the timer path.
+	for i := range 2 {
+		start := time.Now()
+		err := c.CallTimeout(ctx, mSleepCtx, &echoReq{}, nil, 200*time.Millisecond)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("call %d: got %v, want DeadlineExceeded", i, err)
+		}
+		if d := time.Since(start); d < 200*time.Millisecond || d > 5*time.Second {
+			t.Errorf("call %d ended after %v, want about 200ms", i, d)
+		}
+		hctx := <-cs.seen
+		if dl, ok := hctx.Deadline(); !ok || dl.Sub(start) > time.Second {
+			t.Errorf("call %d: handler deadline %v (set %v), want about 200ms after the start", i, dl.Sub(start), ok)
+		}
+		select {
+		case <-hctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("call %d: the handler's context did not end", i)
+		}
+	}
+	// The caller's earlier deadline wins on the wire.
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := c.CallTimeout(short, mSleepCtx, &echoReq{}, nil, time.Minute); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("short ctx: got %v", err)
+	}
+	if dl, ok := (<-cs.seen).Deadline(); !ok || dl.Sub(start) > time.Second {
+		t.Errorf("handler deadline %v after the start, want about 100ms", dl.Sub(start))
+	}
+	// An answer before the timeout is an answer.
+	var resp echoResp
+	if err := c.CallTimeout(ctx, mEcho, &echoReq{N: 41}, &resp, time.Minute); err != nil || resp.N != 42 {
+		t.Fatalf("echo: %+v, %v", resp, err)
+	}
+}
+
 func TestPendingCallsFailWhenTheConnectionDies(t *testing.T) {
 	cs := newCallServer(t, nil)
 	addr := startServer(t, cs.srv)
@@ -277,11 +322,11 @@ func TestServerRefusesCallsBeyondItsLimit(t *testing.T) {
 	cc.slots = make(chan struct{}, 10)
 	errc := make(chan error, 3)
 	for range 2 {
-		go func() { errc <- cc.call(ctx, mBlock, &echoReq{}, nil) }()
+		go func() { errc <- cc.call(ctx, mBlock, &echoReq{}, nil, 0) }()
 	}
 	<-cs.started
 	<-cs.started
-	if err := cc.call(ctx, mEcho, &echoReq{}, nil); !errors.Is(err, ErrOverloaded) {
+	if err := cc.call(ctx, mEcho, &echoReq{}, nil, 0); !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("3rd call: got %v, want ErrOverloaded", err)
 	}
 	close(cs.block)
@@ -290,7 +335,7 @@ func TestServerRefusesCallsBeyondItsLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := cc.call(ctx, mEcho, &echoReq{}, nil); err != nil {
+	if err := cc.call(ctx, mEcho, &echoReq{}, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -196,6 +196,22 @@ func (c *Client) backoffLocked(failures int) time.Duration {
 	return d
 }
 
+// connected reports whether every slot holds a live connection, so that a
+// call will neither wait for nor make a dial.
+func (c *Client) connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	for _, s := range c.slots {
+		if s.cc == nil || !s.cc.usable() {
+			return false
+		}
+	}
+	return true
+}
+
 // conn returns a live connection, dialling one if needed.
 func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 	for {
@@ -361,12 +377,34 @@ func (c *Client) Close() error {
 // cancelling it abandons the call there too. Errors name the address;
 // remote errors match their sentinels with errors.Is.
 func (c *Client) Call(ctx context.Context, m Method, req, resp any) error {
+	return c.call(ctx, m, req, resp, 0)
+}
+
+// CallTimeout is Call bounded by timeout as well as by ctx: it is Call
+// with context.WithTimeout(ctx, timeout), without deriving a context
+// (which registers with ctx, under ctx's lock, on every call: costly when
+// many goroutines share one parent). The error of an expired call wraps
+// context.DeadlineExceeded.
+func (c *Client) CallTimeout(ctx context.Context, m Method, req, resp any, timeout time.Duration) error {
+	if timeout <= 0 {
+		return c.call(ctx, m, req, resp, 0)
+	}
+	if !c.connected() {
+		// Dialling waits on ctx: bound it the usual way.
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return c.call(tctx, m, req, resp, 0)
+	}
+	return c.call(ctx, m, req, resp, timeout)
+}
+
+func (c *Client) call(ctx context.Context, m Method, req, resp any, timeout time.Duration) error {
 	for attempt := 0; ; attempt++ {
 		cc, err := c.conn(ctx)
 		if err != nil {
 			return err
 		}
-		err = cc.call(ctx, m, req, resp)
+		err = cc.call(ctx, m, req, resp, timeout)
 		// A connection the server closed for idleness processed no request
 		// after it decided so: retrying once is safe.
 		if err != nil && attempt == 0 && errors.Is(err, ErrIdle) && errors.Is(err, ErrConnClosed) {

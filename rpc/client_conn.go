@@ -116,6 +116,17 @@ func deadlinePrefix(ctx context.Context, buf []byte) []byte {
 	return buf[:n]
 }
 
+// timeoutPrefix is deadlinePrefix for a call that also ends after
+// timeout: the server is told whichever end comes first.
+func timeoutPrefix(ctx context.Context, timeout time.Duration, buf []byte) []byte {
+	us := uint64(max(timeout.Microseconds(), 1))
+	if dl, ok := ctx.Deadline(); ok {
+		us = min(us, uint64(max(time.Until(dl).Microseconds(), 1)))
+	}
+	n := binary.PutUvarint(buf, us)
+	return buf[:n]
+}
+
 // register adds c under a fresh id.
 func (cc *clientConn) register(c *call) (uint64, error) {
 	id := cc.nextID.Add(1)
@@ -129,7 +140,7 @@ func (cc *clientConn) register(c *call) (uint64, error) {
 }
 
 // call runs one unary call on this connection.
-func (cc *clientConn) call(ctx context.Context, m Method, req, resp any) error {
+func (cc *clientConn) call(ctx context.Context, m Method, req, resp any, timeout time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return cc.wrap(m, err)
 	}
@@ -142,7 +153,12 @@ func (cc *clientConn) call(ctx context.Context, m Method, req, resp any) error {
 		return cc.wrap(m, fmt.Errorf("%w: %w", ErrBadRequest, err))
 	}
 	var pbuf [binary.MaxVarintLen64]byte
-	prefix := deadlinePrefix(ctx, pbuf[:])
+	var prefix []byte
+	if timeout > 0 {
+		prefix = timeoutPrefix(ctx, timeout, pbuf[:])
+	} else {
+		prefix = deadlinePrefix(ctx, pbuf[:])
+	}
 	if n := len(prefix) + len(es.buf); n > cc.peerMaxFrame {
 		cc.codecs.put(es)
 		return cc.wrap(m, fmt.Errorf("%w: request of %d bytes exceeds the server's %d-byte limit", ErrFrameTooLarge, n, cc.peerMaxFrame))
@@ -170,16 +186,26 @@ func (cc *clientConn) call(ctx context.Context, m Method, req, resp any) error {
 		}
 		return cc.wrap(m, fmt.Errorf("%w: %w", ErrConnClosed, err))
 	}
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	giveUp := func(why error) error {
+		if cc.take(id) != nil {
+			cc.sendCancel(id)
+			return cc.wrap(m, why)
+		}
+		// The reader is completing the call; its result is on the way.
+		return <-c.done
+	}
 	select {
 	case err = <-c.done:
 	case <-ctx.Done():
-		if cc.take(id) != nil {
-			cc.sendCancel(id)
-			err = cc.wrap(m, ctx.Err())
-		} else {
-			// The reader is completing the call; its result is on the way.
-			err = <-c.done
-		}
+		err = giveUp(ctx.Err())
+	case <-expired:
+		err = giveUp(fmt.Errorf("no answer within %v: %w", timeout, context.DeadlineExceeded))
 	}
 	c.resp = nil
 	callPool.Put(c)
