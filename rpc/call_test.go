@@ -261,6 +261,32 @@ func TestCallTimeoutEndsTheCallAndTellsTheServer(t *testing.T) {
 	}
 }
 
+// A call's context is not derived from its connection's; the connection
+// ending must still cancel every call in progress on it.
+func TestHandlerContextEndsWithItsConnection(t *testing.T) {
+	cs := newCallServer(t, nil)
+	c := newTestClient(t, startServer(t, cs.srv), func(c *ClientConfig) { c.PoolSize = 1 })
+	ctx := ctxTimeout(t, 10*time.Second)
+	errc := make(chan error, 2)
+	for range 2 {
+		go func() { errc <- c.Call(ctx, mSleepCtx, &echoReq{}, nil) }()
+	}
+	seen := []context.Context{<-cs.seen, <-cs.seen}
+	c.Close()
+	for i, hctx := range seen {
+		select {
+		case <-hctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("handler %d still running 5s after its connection closed", i)
+		}
+	}
+	for range 2 {
+		if err := <-errc; err == nil {
+			t.Error("a call cut by Close succeeded")
+		}
+	}
+}
+
 func TestPendingCallsFailWhenTheConnectionDies(t *testing.T) {
 	cs := newCallServer(t, nil)
 	addr := startServer(t, cs.srv)

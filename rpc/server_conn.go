@@ -140,6 +140,7 @@ func (sc *serverConn) end(err error) {
 	sc.cancel()
 	sc.mu.Lock()
 	for _, ac := range sc.active {
+		ac.cancel()
 		if ac.stream != nil {
 			ac.stream.finish(fmt.Errorf("%w: %w", ErrConnClosed, err))
 		}
@@ -321,12 +322,15 @@ func (sc *serverConn) onRequest(h Header, body []byte) error {
 		sc.mu.Unlock()
 		return answer(fmt.Errorf("%w: %d calls in progress on this connection (the limit)", ErrOverloaded, sc.srv.cfg.MaxConcurrentCalls))
 	}
+	// The call's context is not a child of the connection's: that would
+	// register it under the connection's lock, shared by every call on
+	// it, twice per call. end cancels the calls in progress itself.
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if timeoutMicros > 0 {
-		ctx, cancel = context.WithTimeout(sc.ctx, time.Duration(min(timeoutMicros, 1<<40))*time.Microsecond)
+		ctx, cancel = context.WithTimeout(context.Background(), time.Duration(min(timeoutMicros, 1<<40))*time.Microsecond)
 	} else {
-		ctx, cancel = context.WithCancel(sc.ctx)
+		ctx, cancel = context.WithCancel(context.Background())
 	}
 	ac := &activeCall{cancel: cancel}
 	if isStream {
