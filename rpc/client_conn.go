@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,6 +245,12 @@ func (cc *clientConn) openStream(ctx context.Context, m Method, req any) (*Clien
 	if err := cc.send(ctx, Header{Type: FrameRequest, Flags: FlagStream, Method: m, ID: id}, deadlinePrefix(ctx, pbuf[:]), req); err != nil {
 		cc.take(id)
 		cc.releaseSlot()
+		var oe *net.OpError
+		if ctx.Err() == nil && (errors.As(err, &oe) || errors.Is(err, net.ErrClosed) || cc.isClosed()) {
+			// The connection died under us (as call says): a retry on
+			// another one is safe, the request never got through whole.
+			err = fmt.Errorf("%w: %w", ErrConnClosed, err)
+		}
 		return nil, cc.wrap(m, err)
 	}
 	cs := &ClientStream{s: st, cc: cc}

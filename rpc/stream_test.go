@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -253,5 +254,48 @@ func TestStreamSenderBeyondItsCreditIsCutOff(t *testing.T) {
 	var it item
 	if err := st.Recv(&it); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// writeFailConn fails every write once broken, as a connection closed
+// under the client does, while its reader has not noticed yet.
+type writeFailConn struct {
+	net.Conn
+	broken *atomic.Bool
+}
+
+func (c *writeFailConn) Write(p []byte) (int, error) {
+	if c.broken.Load() {
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: net.ErrClosed}
+	}
+	return c.Conn.Write(p)
+}
+
+// Opening a stream on a connection that died under the client is a
+// retryable ErrConnClosed, as a call is (a watch used to give up on it).
+func TestStreamOpenOnADeadConnectionIsConnClosed(t *testing.T) {
+	ss := newStreamServer(t, 8)
+	var broken atomic.Bool
+	c := newTestClient(t, startServer(t, ss.srv), func(c *ClientConfig) {
+		c.PoolSize = 1
+		c.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &writeFailConn{Conn: nc, broken: &broken}, nil
+		}
+	})
+	ctx := ctxTimeout(t, 10*time.Second)
+	st, err := c.Stream(ctx, mPush, &pushReq{N: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	broken.Store(true)
+	_, err = c.Stream(ctx, mPush, &pushReq{N: 1})
+	if !errors.Is(err, ErrConnClosed) {
+		t.Fatalf("stream on a dead connection: %v; want ErrConnClosed", err)
 	}
 }
