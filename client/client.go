@@ -204,24 +204,25 @@ func (c *Client) jitter(d time.Duration) time.Duration {
 
 // sleep waits d or until ctx ends (then it returns false).
 func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return sleepUnless(ctx, nil, d)
 }
 
 // sleep is the package's sleep that also ends (false) when the client
 // closes.
 func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
+	return sleepUnless(ctx, c.ctx.Done(), d)
+}
+
+// sleepUnless waits d; it returns false early if ctx ends or stop closes
+// (a nil stop never does).
+func sleepUnless(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
 	if d <= 0 {
-		return ctx.Err() == nil && c.ctx.Err() == nil
+		select {
+		case <-stop:
+			return false
+		default:
+			return ctx.Err() == nil
+		}
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -230,7 +231,7 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
-	case <-c.ctx.Done():
+	case <-stop:
 		return false
 	}
 }

@@ -261,6 +261,25 @@ func TestCallTimeoutEndsTheCallAndTellsTheServer(t *testing.T) {
 	}
 }
 
+// A CallTimeout waiting for a call slot (the server's limit is reached)
+// also ends with its timeout, as under context.WithTimeout.
+func TestCallTimeoutBoundsTheWaitForASlot(t *testing.T) {
+	cs := newCallServer(t, func(c *ServerConfig) { c.MaxConcurrentCalls = 1 })
+	c := newTestClient(t, startServer(t, cs.srv), func(c *ClientConfig) { c.PoolSize = 1 })
+	ctx := ctxTimeout(t, 10*time.Second)
+	go func() { _ = c.Call(ctx, mBlock, &echoReq{}, nil) }()
+	<-cs.started
+	defer close(cs.block)
+	start := time.Now()
+	err := c.CallTimeout(ctx, mEcho, &echoReq{}, nil, 200*time.Millisecond)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call waiting for a slot: %v; want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("it ended after %v, want about 200ms", d)
+	}
+}
+
 // A call's context is not derived from its connection's; the connection
 // ending must still cancel every call in progress on it.
 func TestHandlerContextEndsWithItsConnection(t *testing.T) {

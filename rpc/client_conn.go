@@ -75,11 +75,8 @@ func (cc *clientConn) lookup(id uint64) *call {
 }
 
 func (cc *clientConn) acquireSlot(ctx context.Context) error {
-	select {
-	case cc.slots <- struct{}{}:
-		cc.w.inflight.Add(1)
+	if cc.tryAcquireSlot() {
 		return nil
-	default:
 	}
 	select {
 	case cc.slots <- struct{}{}:
@@ -89,6 +86,17 @@ func (cc *clientConn) acquireSlot(ctx context.Context) error {
 		return ctx.Err()
 	case <-cc.done:
 		return cc.connErr()
+	}
+}
+
+// tryAcquireSlot takes a call slot if one is free, without waiting.
+func (cc *clientConn) tryAcquireSlot() bool {
+	select {
+	case cc.slots <- struct{}{}:
+		cc.w.inflight.Add(1)
+		return true
+	default:
+		return false
 	}
 }
 
@@ -145,8 +153,17 @@ func (cc *clientConn) call(ctx context.Context, m Method, req, resp any, timeout
 	if err := ctx.Err(); err != nil {
 		return cc.wrap(m, err)
 	}
-	if err := cc.acquireSlot(ctx); err != nil {
-		return cc.wrap(m, err)
+	if timeout > 0 && !cc.tryAcquireSlot() {
+		// Waiting for a slot must end with the timeout too: take the
+		// plain way, under a derived context.
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return cc.call(tctx, m, req, resp, 0)
+	}
+	if timeout <= 0 {
+		if err := cc.acquireSlot(ctx); err != nil {
+			return cc.wrap(m, err)
+		}
 	}
 	defer cc.releaseSlot()
 	es, err := cc.codecs.encode(req)
