@@ -361,6 +361,9 @@ func (s *Server) Close() error {
 	}
 	wg.Wait()
 	s.cancel()
+	for _, sc := range conns {
+		sc.cancelCalls()
+	}
 	s.wg.Wait()
 	return nil
 }

@@ -149,6 +149,16 @@ func (sc *serverConn) end(err error) {
 	sc.handlers.Wait()
 }
 
+// cancelCalls cancels the context of every call in progress (the server
+// is closing: its handlers stop now, not when the reader ends).
+func (sc *serverConn) cancelCalls() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, ac := range sc.active {
+		ac.cancel()
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
