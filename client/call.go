@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lockd/lockd/api"
@@ -160,6 +161,8 @@ type lanePool struct {
 
 	mu   sync.Mutex // protects free
 	free []*lane
+
+	waiting atomic.Int32 // writes waiting for a lane
 }
 
 func newLanePool(id uint64, maxWrites int) *lanePool {
@@ -183,10 +186,17 @@ func (p *lanePool) get(ctx context.Context, closed <-chan struct{}, primary bool
 	}
 	select {
 	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
-	case <-closed:
-		return nil, ErrClosed
+	default:
+		// All lanes are in use: wait, counted (for tests and debugging).
+		p.waiting.Add(1)
+		defer p.waiting.Add(-1)
+		select {
+		case p.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-closed:
+			return nil, ErrClosed
+		}
 	}
 	p.mu.Lock()
 	if n := len(p.free); n > 0 {

@@ -349,7 +349,7 @@ func TestCloseEndsCallsWaitingForALaneOrABackoff(t *testing.T) {
 		errc <- err
 	}()
 	waitFor(t, 5*time.Second, "the calls to reach the server", func() bool { return fc.nodes[0].calls.Load() >= 2 })
-	time.Sleep(20 * time.Millisecond) // let the second put reach the lane wait
+	waitFor(t, 5*time.Second, "the second put to wait for a lane", func() bool { return c.lanes.waiting.Load() == 1 })
 	start := time.Now()
 	c.Close()
 	for range 3 {

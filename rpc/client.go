@@ -196,20 +196,20 @@ func (c *Client) backoffLocked(failures int) time.Duration {
 	return d
 }
 
-// connected reports whether every slot holds a live connection, so that a
-// call will neither wait for nor make a dial.
-func (c *Client) connected() bool {
+// readyConn is conn's fast path: the next slot's connection if it is live,
+// else nil (then a call would wait for or make a dial).
+func (c *Client) readyConn() *clientConn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return false
+		return nil
 	}
-	for _, s := range c.slots {
-		if s.cc == nil || !s.cc.usable() {
-			return false
-		}
+	s := c.slots[c.next%len(c.slots)]
+	if s.cc == nil || !s.cc.usable() {
+		return nil
 	}
-	return true
+	c.next++
+	return s.cc
 }
 
 // conn returns a live connection, dialling one if needed.
@@ -389,13 +389,18 @@ func (c *Client) CallTimeout(ctx context.Context, m Method, req, resp any, timeo
 	if timeout <= 0 {
 		return c.call(ctx, m, req, resp, 0)
 	}
-	if !c.connected() {
-		// Dialling waits on ctx: bound it the usual way.
-		tctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		return c.call(tctx, m, req, resp, 0)
+	if cc := c.readyConn(); cc != nil {
+		err := cc.call(ctx, m, req, resp, timeout)
+		if err == nil || !errors.Is(err, ErrIdle) || !errors.Is(err, ErrConnClosed) {
+			return err
+		}
+		// Closed for idleness before the request was read: retry, as
+		// call does, the usual way.
 	}
-	return c.call(ctx, m, req, resp, timeout)
+	// Dialling waits on ctx: bound it the usual way.
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return c.call(tctx, m, req, resp, 0)
 }
 
 func (c *Client) call(ctx context.Context, m Method, req, resp any, timeout time.Duration) error {
