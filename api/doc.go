@@ -8,6 +8,7 @@
 //  2. Every error that crosses the wire is an *Error with a Code;
 //     errors.Is(err, ErrX) compares codes, so it works after decoding.
 //
-// This package imports only the standard library and session (for the
-// session id type); everything else may import it.
+// This package imports only the standard library, session (for the
+// session id type) and internal/msgp (the hand-written codecs of the
+// put's messages, fastcodec.go); everything else may import it.
 package api

@@ -52,12 +52,32 @@ func newCodecs() *codecs {
 func (p *codecs) getDecoder() *decoder  { return p.decs.Get().(*decoder) }
 func (p *codecs) putDecoder(d *decoder) { p.decs.Put(d) }
 
+// MsgpackAppender is implemented by message types on the hot path that
+// encode themselves (see internal/msgp): AppendMsgpack appends exactly
+// the bytes go-msgpack would write for the value, several times faster.
+type MsgpackAppender interface {
+	AppendMsgpack(b []byte) []byte
+}
+
+// MsgpackDecoder is implemented by message types on the hot path that
+// decode themselves. DecodeMsgpack decodes a whole body into the receiver,
+// a zero value, and reports whether it could; on false the receiver is
+// left zero and the body is decoded by go-msgpack, which has the last word
+// on every form the hand-written decoder does not know.
+type MsgpackDecoder interface {
+	DecodeMsgpack(body []byte) bool
+}
+
 // encode encodes v (nil: an empty body) and returns the state holding the
 // result in s.buf; release it with put.
 func (p *codecs) encode(v any) (*encState, error) {
 	s := p.pool.Get().(*encState)
 	s.buf = s.buf[:0]
 	if v == nil {
+		return s, nil
+	}
+	if a, ok := v.(MsgpackAppender); ok {
+		s.buf = a.AppendMsgpack(s.buf)
 		return s, nil
 	}
 	s.enc.ResetBytes(&s.buf)
@@ -115,6 +135,9 @@ func (d *decoder) decode(body []byte, v any) (err error) {
 	}()
 	if len(body) == 0 {
 		return nil // an empty body is the zero value (a nil request or response)
+	}
+	if md, ok := v.(MsgpackDecoder); ok && md.DecodeMsgpack(body) {
+		return nil
 	}
 	d.dec.ResetBytes(body)
 	if err := d.dec.Decode(v); err != nil {

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"encoding/binary"
+	"reflect"
 	"testing"
 
 	"github.com/lockd/lockd/consensus"
@@ -33,7 +34,8 @@ func fuzzSeedBodies(t testing.TB) [][]byte {
 // transport, as its methods receive them (rpc's FuzzFrameDecoder covers
 // the frames around them): nothing may panic, whether the batch passes
 // its size check, decodes, or is converted and checked message by
-// message, including each MsgApp's entry block.
+// message, including each MsgApp's entry block; and the hand-written
+// batch decoder accepts only what go-msgpack reads alike.
 func FuzzWireBodies(f *testing.F) {
 	for _, s := range fuzzSeedBodies(f) {
 		f.Add(s)
@@ -42,7 +44,18 @@ func FuzzWireBodies(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, n := binary.Uvarint(data); n > 0 {
 			body := data[n:]
-			var wb wireBatch
+			var wb, fast wireBatch
+			if fast.DecodeMsgpack(body) {
+				if err := dec.decode(body, &wb); err != nil {
+					t.Fatalf("the hand-written decoder took %x, which go-msgpack refuses: %v", body, err)
+				}
+				if !reflect.DeepEqual(fast, wb) {
+					t.Fatalf("the hand-written decoder read %x as %+v, go-msgpack as %+v", body, fast, wb)
+				}
+			} else if !reflect.DeepEqual(fast, wireBatch{}) {
+				t.Fatalf("the hand-written decoder refused %x but left %+v", body, fast)
+			}
+			wb = wireBatch{}
 			if wb.CheckBody(body) == nil && dec.decode(body, &wb) == nil {
 				for i := range wb.Msgs {
 					_, _ = wb.Msgs[i].toMessage()

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/lockd/lockd/consensus"
 	"github.com/lockd/lockd/rpc"
 )
@@ -318,9 +317,8 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 	batch := make([]consensus.Message, 0, maxBatchMessages)
 	var wb wireBatch
 	var blocks []byte
-	// The lane's own encoder: its buffer keeps the size of a large batch.
+	// The lane's own buffer keeps the size of a large batch.
 	buf := make([]byte, 0, 64<<10)
-	enc := codec.NewEncoderBytes(&buf, rpc.NewHandle())
 	for {
 		select {
 		case m := <-l.q:
@@ -345,14 +343,10 @@ func (t *PeerTransport) runLane(p *peer, l *lane) {
 		for i := range batch {
 			wb.Msgs, blocks = appendWire(wb.Msgs, blocks, &batch[i])
 		}
-		buf = buf[:0]
-		enc.ResetBytes(&buf)
-		err := rpc.SafeEncode(enc, &wb)
-		if err == nil {
-			ctx, cancel := context.WithTimeout(t.ctx, t.cfg.SendTimeout)
-			err = l.client.NotifyEncoded(ctx, rpc.MethodRaftMessages, buf)
-			cancel()
-		}
+		buf = wb.AppendMsgpack(buf[:0])
+		ctx, cancel := context.WithTimeout(t.ctx, t.cfg.SendTimeout)
+		err := l.client.NotifyEncoded(ctx, rpc.MethodRaftMessages, buf)
+		cancel()
 		if cap(buf) > 4*t.cfg.MaxBatchBytes {
 			buf = make([]byte, 0, 64<<10) // one huge entry; don't keep its buffer
 		}

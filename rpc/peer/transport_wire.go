@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/lockd/lockd/consensus"
+	"github.com/lockd/lockd/internal/msgp"
 )
 
 // The Raft wire types are encoded as msgpack arrays (toarray): positional,
@@ -245,4 +246,95 @@ type snapshotChunk struct {
 	Done    bool
 	Size    int64
 	CRC     uint32
+}
+
+// The batch's codec is hand-written (rpc.MsgpackAppender and
+// rpc.MsgpackDecoder): it writes exactly what go-msgpack writes for the
+// toarray structs above and reads that form back, leaving every other
+// form to go-msgpack. Each node encodes or decodes every batch it sends
+// or receives, and go-msgpack's reflection was a tenth of a follower's
+// CPU under a put load. TestWireBatchCodecMatchesGoMsgpack keeps the two
+// in step.
+
+// wireMessageFields is the number of fields of wireMessage on the wire.
+const wireMessageFields = 14
+
+// AppendMsgpack implements rpc.MsgpackAppender.
+func (wb *wireBatch) AppendMsgpack(b []byte) []byte {
+	if wb == nil {
+		return msgp.AppendNil(b)
+	}
+	b = msgp.AppendUint(msgp.AppendArrayHeader(b, 3), wb.From)
+	if wb.Msgs == nil {
+		b = msgp.AppendNil(b)
+	} else {
+		b = msgp.AppendArrayHeader(b, len(wb.Msgs))
+		for i := range wb.Msgs {
+			b = wb.Msgs[i].appendMsgpack(b)
+		}
+	}
+	return msgp.AppendString(b, wb.Addr)
+}
+
+func (w *wireMessage) appendMsgpack(b []byte) []byte {
+	b = msgp.AppendArrayHeader(b, wireMessageFields)
+	b = msgp.AppendUint(b, uint64(w.Type))
+	b = msgp.AppendUint(b, w.From)
+	b = msgp.AppendUint(b, w.To)
+	b = msgp.AppendUint(b, w.Term)
+	b = msgp.AppendUint(b, w.PrevIndex)
+	b = msgp.AppendUint(b, w.PrevTerm)
+	b = msgp.AppendBytes(b, w.Entries)
+	b = msgp.AppendUint(b, w.Commit)
+	b = msgp.AppendUint(b, w.Index)
+	b = msgp.AppendBool(b, w.Reject)
+	b = msgp.AppendUint(b, w.RejectIndex)
+	b = msgp.AppendUint(b, w.ConflictTerm)
+	b = msgp.AppendUint(b, w.ConflictIndex)
+	return msgp.AppendUint(b, w.Context)
+}
+
+// DecodeMsgpack implements rpc.MsgpackDecoder.
+func (wb *wireBatch) DecodeMsgpack(body []byte) bool {
+	r := msgp.NewReader(body)
+	if r.ArrayHeader() != 3 {
+		r.Fail()
+	}
+	wb.From = r.Uint64()
+	if !r.IsNil() {
+		n := r.ArrayHeader()
+		if !r.Failed() {
+			wb.Msgs = make([]wireMessage, n)
+		}
+		for i := 0; i < n && !r.Failed(); i++ {
+			wb.Msgs[i].read(&r)
+		}
+	}
+	wb.Addr = r.Str()
+	if !r.Done() {
+		*wb = wireBatch{}
+		return false
+	}
+	return true
+}
+
+func (w *wireMessage) read(r *msgp.Reader) {
+	if r.ArrayHeader() != wireMessageFields {
+		r.Fail()
+		return
+	}
+	w.Type = uint8(r.Uint(255))
+	w.From = r.Uint64()
+	w.To = r.Uint64()
+	w.Term = r.Uint64()
+	w.PrevIndex = r.Uint64()
+	w.PrevTerm = r.Uint64()
+	w.Entries = r.Bytes()
+	w.Commit = r.Uint64()
+	w.Index = r.Uint64()
+	w.Reject = r.Bool()
+	w.RejectIndex = r.Uint64()
+	w.ConflictTerm = r.Uint64()
+	w.ConflictIndex = r.Uint64()
+	w.Context = r.Uint64()
 }
