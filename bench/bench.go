@@ -278,6 +278,8 @@ func (r *runner) loop(ctx context.Context, phase string, workers int, b bound, n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			ot := newOpTimer(ctx, r.cfg.OpTimeout)
+			defer ot.close()
 			for ctx.Err() == nil {
 				if !deadline.IsZero() && !time.Now().Before(deadline) {
 					return
@@ -286,11 +288,11 @@ func (r *runner) loop(ctx context.Context, phase string, workers int, b bound, n
 				if b.total > 0 && i >= b.total {
 					return
 				}
-				opCtx, cancel := context.WithTimeout(ctx, r.cfg.OpTimeout)
+				opCtx := ot.start()
 				t := time.Now()
 				err := op(opCtx, i)
 				d := time.Since(t)
-				cancel()
+				ot.stop()
 				if err != nil && ctx.Err() != nil {
 					return // cut short by the caller: neither a result nor an error
 				}
@@ -334,13 +336,20 @@ func (r *runner) progress(phase string, b bound, start time.Time, done, failed *
 		defer close(stopped)
 		t := time.NewTicker(r.cfg.ProgressInterval)
 		defer t.Stop()
+		report := func() {
+			r.cfg.Progress(Progress{Phase: phase, Done: done.Load(), Errors: failed.Load(), Target: b.total,
+				Elapsed: time.Since(start), Limit: b.duration})
+		}
 		for {
 			select {
 			case <-quit:
+				// A last report with the final counts: a phase shorter than
+				// the interval is reported too, and a live display ends on
+				// the true figures.
+				report()
 				return
 			case <-t.C:
-				r.cfg.Progress(Progress{Phase: phase, Done: done.Load(), Errors: failed.Load(), Target: b.total,
-					Elapsed: time.Since(start), Limit: b.duration})
+				report()
 			}
 		}
 	}()

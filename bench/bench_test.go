@@ -175,3 +175,31 @@ func TestEveryOperationFailingIsAnError(t *testing.T) {
 		t.Fatalf("got %+v, %v", res, err)
 	}
 }
+
+// TestProgressReportsAPhaseShorterThanItsInterval: a phase that ends
+// before the first tick still reports its final counts once. (Found as a
+// flaky "no progress was reported" when a 40-op get run took under the
+// 1 ms interval.)
+func TestProgressReportsAPhaseShorterThanItsInterval(t *testing.T) {
+	eps := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var last *Progress
+	_, err := Run(ctx, Config{Endpoints: eps, ClusterID: "bench", Workload: "put", Total: 5, Keys: 5,
+		ProgressInterval: time.Hour, Progress: func(p Progress) {
+			mu.Lock()
+			defer mu.Unlock()
+			if p.Phase == "run" {
+				last = &p
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if last == nil || last.Done != 5 || last.Target != 5 {
+		t.Fatalf("last report of the run phase: %+v, want 5 of 5 done", last)
+	}
+}
