@@ -203,3 +203,12 @@ func TestProgressReportsAPhaseShorterThanItsInterval(t *testing.T) {
 		t.Fatalf("last report of the run phase: %+v, want 5 of 5 done", last)
 	}
 }
+
+func TestKeyNamesKeepTheirFormat(t *testing.T) {
+	var r runner
+	for _, k := range []int{0, 7, 12345678, 123456789, 1 << 40} {
+		if got, want := r.key("put", k), fmt.Sprintf("bench/%s/%08d", "put", k); got != want {
+			t.Errorf("key %d = %q, want %q", k, got, want)
+		}
+	}
+}

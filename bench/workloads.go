@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,21 @@ func (r *runner) value() []byte {
 
 func (r *runner) rng(w int) *rand.Rand { return rand.New(rand.NewPCG(r.cfg.Seed, uint64(w)+1)) }
 
-func (r *runner) key(workload string, k int) string { return fmt.Sprintf("bench/%s/%08d", workload, k) }
+// key returns the name of key k of a workload: "bench/WORKLOAD/%08d",
+// built without fmt, which took 3 % of the load generator's CPU under the
+// 64-way put.
+func (r *runner) key(workload string, k int) string {
+	var digits [20]byte
+	d := strconv.AppendUint(digits[:0], uint64(k), 10)
+	b := make([]byte, 0, len("bench/")+len(workload)+1+max(8, len(d)))
+	b = append(b, "bench/"...)
+	b = append(b, workload...)
+	b = append(b, '/')
+	for range 8 - len(d) {
+		b = append(b, '0')
+	}
+	return string(append(b, d...))
+}
 
 // dropPrefix deletes what a workload wrote (best-effort: a benchmark
 // against a shared cluster should not leave its keys behind).
