@@ -49,6 +49,16 @@ type Config struct {
 	DisablePreVote     bool
 	DisableCheckQuorum bool
 
+	// DeferCommitBroadcast holds back the leader's message that only
+	// tells followers a new commit index: the next append (a proposal's)
+	// carries it, or the driver's FlushCommit, or a heartbeat. Without it
+	// every commit with nothing else to send costs each follower a message
+	// and an acknowledgement at once, which under sequential writes is
+	// half of all replication traffic and competes with the answer to the
+	// client for the CPU. Commit knowledge on followers is a matter of
+	// liveness only (when they apply), never of safety.
+	DeferCommitBroadcast bool
+
 	// Applied is the index the state machine has already applied (from a
 	// snapshot); the core hands out committed entries after it.
 	Applied Index

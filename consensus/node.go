@@ -117,6 +117,14 @@ type NodeConfig struct {
 	// until the write before it is durable, and a leader counts itself
 	// toward commit only then (Raft.AdvanceAsync).
 	SyncPersist bool
+
+	// CommitBroadcastDelay, when positive, turns on Raft's
+	// DeferCommitBroadcast: a commit index with nothing else to send
+	// reaches the followers with the next proposal's append, or after
+	// this delay, whichever comes first. It bounds how much later than
+	// the leader a follower applies (and serves its watchers and stale
+	// reads) while writes are sparse. 0 tells them at once.
+	CommitBroadcastDelay time.Duration
 }
 
 // Validate checks the configuration, fills defaults and validates Raft.
@@ -168,6 +176,11 @@ func (c *NodeConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("snapshot bytes %d, trailing entries %d and timeout %v must not be negative",
 			c.SnapshotBytes, c.SnapshotTrailing, c.SnapshotTimeout))
 	}
+	if c.CommitBroadcastDelay < 0 || c.CommitBroadcastDelay >= c.TickInterval && c.TickInterval > 0 {
+		errs = append(errs, fmt.Errorf("commit broadcast delay %v must be at least 0 and below the tick interval %v",
+			c.CommitBroadcastDelay, c.TickInterval))
+	}
+	c.Raft.DeferCommitBroadcast = c.CommitBroadcastDelay > 0
 	if c.Now == nil {
 		c.Now = time.Now
 	}

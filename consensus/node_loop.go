@@ -117,6 +117,12 @@ func (n *Node) run() {
 		pprof.Labels("goroutine", "consensus.loop", "node", strconv.FormatUint(uint64(n.id), 10))))
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
+	// commitFlush tells followers a held-back commit index
+	// (CommitBroadcastDelay); armed while one is held back.
+	commitFlush := time.NewTimer(time.Hour)
+	commitFlush.Stop()
+	defer commitFlush.Stop()
+	flushArmed := false
 	writerDone := make(chan struct{})
 	go n.runWriter(writerDone)
 	defer func() {
@@ -149,6 +155,9 @@ func (n *Node) run() {
 			n.logger.Info("node stopped", "id", n.id, "term", n.hardState.Term, "commit", n.hardState.Commit,
 				"applied", n.applied, "last_index", n.lastIndex)
 			return
+		case <-commitFlush.C:
+			flushArmed = false
+			n.core.FlushCommit()
 		case <-ticker.C:
 			n.core.Tick()
 			n.dropAbandoned()
@@ -192,6 +201,16 @@ func (n *Node) run() {
 		n.maybeSnapshot()
 		n.checkTransfers()
 		n.publish()
+		switch untold := n.core.CommitUntold(); {
+		case untold && !flushArmed:
+			commitFlush.Reset(n.cfg.CommitBroadcastDelay)
+			flushArmed = true
+		case !untold && flushArmed:
+			// A proposal's append told them: a timer left to fire would
+			// wake the loop for nothing once per write.
+			commitFlush.Stop()
+			flushArmed = false
+		}
 	}
 }
 

@@ -165,6 +165,9 @@ func (c *cluster) start(id consensus.NodeID) {
 		TickInterval:  testTick,
 		Logger:        testLogger(fmt.Sprintf("n%d", id)),
 		PeerAddrs:     c.addrs,
+		// As the server runs: commits with nothing else to send reach the
+		// followers by the driver's timer (tests may turn it off).
+		CommitBroadcastDelay: time.Millisecond,
 	}
 	if c.configure != nil {
 		c.configure(&cfg)
@@ -791,16 +794,18 @@ func TestStartNodeRejectsCorruptLog(t *testing.T) {
 
 func TestNodeConfigValidate(t *testing.T) {
 	cfg := consensus.NodeConfig{
-		Raft:         consensus.Config{ID: 1, Voters: []consensus.NodeID{1}},
-		TickInterval: -time.Second,
-		InboxSize:    -3,
+		Raft:                 consensus.Config{ID: 1, Voters: []consensus.NodeID{1}},
+		TickInterval:         -time.Second,
+		InboxSize:            -3,
+		CommitBroadcastDelay: -time.Millisecond,
 	}
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("Validate accepted a config without stores")
 	}
 	for _, want := range []string{"log store is required", "stable store is required", "transport is required",
-		"state machine is required", "tick interval -1s must be positive", "inbox size -3 must be positive"} {
+		"state machine is required", "tick interval -1s must be positive", "inbox size -3 must be positive",
+		"commit broadcast delay -1ms must be at least 0"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate error %q does not say %q", err, want)
 		}
@@ -815,7 +820,15 @@ func TestNodeConfigValidate(t *testing.T) {
 	}
 	if cfg.TickInterval != consensus.DefaultTickInterval || cfg.MaxPendingProposals != consensus.DefaultMaxPendingProposals ||
 		cfg.MaxPendingReads != consensus.DefaultMaxPendingReads || cfg.InboxSize != consensus.DefaultInboxSize ||
-		cfg.Now == nil || cfg.Logger == nil || cfg.Raft.ElectionTicks == 0 {
+		cfg.Now == nil || cfg.Logger == nil || cfg.Raft.ElectionTicks == 0 || cfg.Raft.DeferCommitBroadcast {
 		t.Fatalf("Validate left defaults unset: %+v", cfg)
+	}
+	cfg.CommitBroadcastDelay = cfg.TickInterval
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "below the tick interval") {
+		t.Fatalf("Validate took a commit broadcast delay of a whole tick: %v", err)
+	}
+	cfg.CommitBroadcastDelay = time.Millisecond
+	if err := cfg.Validate(); err != nil || !cfg.Raft.DeferCommitBroadcast {
+		t.Fatalf("Validate with a commit broadcast delay: %v, defer %v", err, cfg.Raft.DeferCommitBroadcast)
 	}
 }

@@ -74,6 +74,10 @@ type Raft struct {
 	// bcastPending batches appends: proposals and commit advances within one
 	// Ready cycle go out in one MsgApp per follower.
 	bcastPending bool
+	// commitUntold: the commit index advanced and, with
+	// DeferCommitBroadcast, the followers were not told yet; the next
+	// broadcast (a proposal's, or FlushCommit's) tells them.
+	commitUntold bool
 
 	reads readIndexQueue
 
@@ -281,6 +285,7 @@ func (r *Raft) becomeFollower(term Term, lead NodeID) {
 	r.votes = nil
 	r.leadTransferee = None
 	r.bcastPending = false
+	r.commitUntold = false
 	r.dropReads()
 	if wasLeader {
 		r.logger.Info("leader stepped down", "term", r.term, "last_index", r.log.lastIndex(), "commit", r.log.committed, "new_leader", lead)
@@ -530,6 +535,7 @@ func (r *Raft) bcastHeartbeat(round uint64) {
 
 // bcastAppend sends pending entries (or just the commit index) to every follower.
 func (r *Raft) bcastAppend() {
+	r.commitUntold = false
 	for _, v := range r.replicas() {
 		r.sendAppend(v, true)
 	}
@@ -576,6 +582,35 @@ func (r *Raft) sendAppend(to NodeID, sendEmpty bool) bool {
 	}
 	r.send(Message{Type: MsgApp, To: to, PrevIndex: prevIndex, PrevTerm: prevTerm, Entries: ents, Commit: r.log.committed})
 	return true
+}
+
+// commitAdvanced arranges for the followers to learn a new commit index:
+// with the next Ready, or with DeferCommitBroadcast when the next
+// broadcast or FlushCommit goes out.
+func (r *Raft) commitAdvanced() {
+	if len(r.others) == 0 {
+		return // no one to tell
+	}
+	if r.cfg.DeferCommitBroadcast {
+		r.commitUntold = true
+		return
+	}
+	r.bcastPending = true
+}
+
+// CommitUntold reports whether the leader holds back a commit index its
+// followers have not been told (DeferCommitBroadcast). The driver then
+// calls FlushCommit after a short wait, unless a proposal's append told
+// them first.
+func (r *Raft) CommitUntold() bool { return r.role == Leader && r.commitUntold }
+
+// FlushCommit makes the next Ready tell every follower the commit index
+// held back by DeferCommitBroadcast (an append, empty if there is nothing
+// new to send). It does nothing when nothing is held back.
+func (r *Raft) FlushCommit() {
+	if r.CommitUntold() {
+		r.bcastPending = true
+	}
 }
 
 // maybeCommit advances the commit index to the highest index durable on a
@@ -938,14 +973,14 @@ func (r *Raft) handleAppendResp(m Message, pr *progress) {
 		// snapshot is on its way: that would ask for a second snapshot.
 		if pr.match < pr.pendingSnapshot {
 			if r.maybeCommit() {
-				r.bcastPending = true
+				r.commitAdvanced()
 			}
 			return
 		}
 		pr.becomeReplicate()
 	}
 	if r.maybeCommit() {
-		r.bcastPending = true
+		r.commitAdvanced()
 	}
 	for r.sendAppend(m.From, false) {
 	}
@@ -1175,7 +1210,7 @@ func (r *Raft) advanceDurable(rd Ready) {
 		r.prevHard = rd.HardState
 	}
 	if r.role == Leader && len(rd.Entries) > 0 && r.maybeCommit() {
-		r.bcastPending = true
+		r.commitAdvanced()
 		r.maybeStepDownRemoved()
 	}
 }

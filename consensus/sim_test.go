@@ -62,6 +62,11 @@ type simOptions struct {
 	// async mode it sends a Ready's MessagesAfterPersist before the write
 	// they vouch for is durable.
 	earlyReplies bool
+	// deferCommit turns on Config.DeferCommitBroadcast; a leader holding
+	// back a commit calls FlushCommit with flushRate per tick (the real
+	// driver's short timer).
+	deferCommit bool
+	flushRate   float64
 	// configure adjusts each node's Config (scenarios only).
 	configure func(*Config)
 }
@@ -104,6 +109,9 @@ func optionsForSeed(seed int64, rule brokenRule) simOptions {
 	case 1:
 		o.async = true
 	}
+	// Deferred commit broadcasts, drawn last.
+	o.deferCommit = rng.Intn(2) == 0
+	o.flushRate = []float64{0.1, 0.5, 1}[rng.Intn(3)]
 	return o
 }
 
@@ -318,15 +326,16 @@ func (s *simulation) tracef(format string, args ...any) {
 func (s *simulation) start(n *simNode) {
 	n.incarnation++
 	cfg := Config{
-		ID:               n.id,
-		Members:          &n.boot,
-		PromoteLag:       s.opts.promoteLag,
-		ElectionTicks:    s.opts.electionTicks,
-		HeartbeatTicks:   1,
-		MaxInflightMsgs:  s.opts.maxInflight,
-		MaxEntriesPerMsg: s.opts.maxEntries,
-		Rand:             rand.New(rand.NewSource(s.seed*7919 + int64(n.id)*131 + n.incarnation)),
-		breakRule:        s.opts.breakRule,
+		ID:                   n.id,
+		Members:              &n.boot,
+		PromoteLag:           s.opts.promoteLag,
+		ElectionTicks:        s.opts.electionTicks,
+		HeartbeatTicks:       1,
+		MaxInflightMsgs:      s.opts.maxInflight,
+		MaxEntriesPerMsg:     s.opts.maxEntries,
+		Rand:                 rand.New(rand.NewSource(s.seed*7919 + int64(n.id)*131 + n.incarnation)),
+		breakRule:            s.opts.breakRule,
+		DeferCommitBroadcast: s.opts.deferCommit,
 	}
 	if s.opts.configure != nil {
 		s.opts.configure(&cfg)
@@ -1049,6 +1058,16 @@ func (s *simulation) step() error {
 			n.raft.Tick()
 			if err := s.handleReady(n); err != nil {
 				return err
+			}
+		}
+	}
+	if s.opts.deferCommit {
+		for _, n := range s.nodes {
+			if n.raft != nil && n.raft.CommitUntold() && s.rng.Float64() < s.opts.flushRate {
+				n.raft.FlushCommit()
+				if err := s.handleReady(n); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -78,6 +78,13 @@ type Config struct {
 	TickInterval   time.Duration
 	ElectionTicks  int
 	HeartbeatTicks int
+	// CommitBroadcastDelay is how long the leader may hold back telling
+	// followers of a commit when nothing else is on its way to them
+	// (consensus.NodeConfig.CommitBroadcastDelay); it bounds how far a
+	// follower's watchers and stale reads trail the leader while writes
+	// are sparse. Default DefaultCommitBroadcastDelay (at most half a
+	// tick); negative tells them at once.
+	CommitBroadcastDelay time.Duration
 
 	// FSM configures the state machine; zero means fsm.DefaultConfig.
 	FSM *fsm.Config
@@ -95,6 +102,12 @@ type Config struct {
 func (c *Config) maxElection() time.Duration {
 	return 2 * time.Duration(c.ElectionTicks) * c.TickInterval
 }
+
+// DefaultCommitBroadcastDelay: a sequential writer's next proposal
+// reaches the leader 0.2-0.3 ms after its answer left (measured on the
+// comparison machine), and carries the commit with it; 1 ms covers nearly
+// all of them and keeps followers within about a millisecond otherwise.
+const DefaultCommitBroadcastDelay = time.Millisecond
 
 // DefaultSnapshotTrailing is the entries kept in the log before a
 // snapshot: a follower less than this far behind catches up from the log.
@@ -132,6 +145,12 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatTicks == 0 {
 		c.HeartbeatTicks = 1
+	}
+	switch {
+	case c.CommitBroadcastDelay == 0:
+		c.CommitBroadcastDelay = min(DefaultCommitBroadcastDelay, c.TickInterval/2)
+	case c.CommitBroadcastDelay < 0:
+		c.CommitBroadcastDelay = 0
 	}
 	switch {
 	case c.SnapshotTrailing == 0:
@@ -267,7 +286,7 @@ func New(cfg Config) (*Server, error) {
 		Logger: cfg.Logger.Named("node"), PeerAddrs: peerAddrs,
 		SnapshotStore: cfg.SnapshotStore, SnapshotEntries: cfg.SnapshotEntries, SnapshotBytes: cfg.SnapshotBytes,
 		SnapshotTrailing: cfg.SnapshotTrailing, SyncPersist: cfg.SyncPersist,
-		OnConfigChange: s.onConfig,
+		CommitBroadcastDelay: cfg.CommitBroadcastDelay, OnConfigChange: s.onConfig,
 	})
 	if err != nil {
 		_ = s.transport.Close()
