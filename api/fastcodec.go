@@ -14,6 +14,10 @@ import (
 // the two in step. A decoder handles the canonical form (str keys it
 // knows, each at most once, values in the forms the encoders write) and
 // leaves anything else to go-msgpack.
+//
+// rpc finds these methods by interface assertion: a struct that embeds
+// one of these types anonymously would inherit them and be encoded as the
+// embedded value alone. Name such fields instead.
 
 // AppendMsgpack implements rpc.MsgpackAppender.
 func (h *WriteHeader) AppendMsgpack(b []byte) []byte {

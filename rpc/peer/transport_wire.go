@@ -303,6 +303,12 @@ func (wb *wireBatch) DecodeMsgpack(body []byte) bool {
 	wb.From = r.Uint64()
 	if !r.IsNil() {
 		n := r.ArrayHeader()
+		if n > maxWireMessages {
+			// A message takes 15 bytes at least on the wire and about 130
+			// in memory: bound the allocation before reading any (the
+			// server checks the count with CheckBody as well).
+			r.Fail()
+		}
 		if !r.Failed() {
 			wb.Msgs = make([]wireMessage, n)
 		}

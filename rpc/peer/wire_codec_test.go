@@ -2,6 +2,7 @@ package peer
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -87,5 +88,25 @@ func TestWireBatchCodecMatchesGoMsgpack(t *testing.T) {
 		if !reflect.DeepEqual(wb, wireBatch{}) {
 			t.Errorf("%s: left as %+v", name, wb)
 		}
+	}
+}
+
+// TestWireBatchDecoderBoundsTheMessageCount: a batch claiming more
+// messages than a receiver accepts is left to go-msgpack (and refused by
+// CheckBody) before anything is allocated for them.
+func TestWireBatchDecoderBoundsTheMessageCount(t *testing.T) {
+	body := []byte{0x93, 0x01, 0xdd, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(body[3:], maxWireMessages+1)
+	body = append(body, bytes.Repeat([]byte{0xc0}, maxWireMessages+1)...)
+	body = append(body, 0xa0)
+	var wb wireBatch
+	if wb.DecodeMsgpack(body) || wb.Msgs != nil {
+		t.Fatalf("decoded a batch of %d messages", maxWireMessages+1)
+	}
+	if n := testing.AllocsPerRun(10, func() {
+		var wb wireBatch
+		wb.DecodeMsgpack(body)
+	}); n != 0 {
+		t.Fatalf("refusing the batch allocated %v times", n)
 	}
 }
