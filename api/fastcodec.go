@@ -15,6 +15,10 @@ import (
 // knows, each at most once, values in the forms the encoders write) and
 // leaves anything else to go-msgpack.
 //
+// Each type has its own field loop on purpose: one loop shared through
+// an interface makes the compiler move the reader to the heap, an
+// allocation per message (TestFastCodecsAllocateOnlyTheirData).
+//
 // rpc finds these methods by interface assertion: a struct that embeds
 // one of these types anonymously would inherit them and be encoded as the
 // embedded value alone. Name such fields instead.

@@ -224,3 +224,21 @@ func FuzzFastDecoders(f *testing.F) {
 		}
 	})
 }
+
+// TestFastCodecsAllocateOnlyTheirData: encoding into a buffer with room
+// allocates nothing, and decoding a put allocates only its key and value.
+func TestFastCodecsAllocateOnlyTheirData(t *testing.T) {
+	q := &api.KVPutRequest{Write: api.WriteHeader{ClientID: 7, Seq: 9}, Key: "bench/put/00000001", Value: make([]byte, 256)}
+	buf := make([]byte, 0, 1024)
+	if n := testing.AllocsPerRun(100, func() { buf = q.AppendMsgpack(buf[:0]) }); n != 0 {
+		t.Errorf("encoding a put allocated %v times", n)
+	}
+	body := q.AppendMsgpack(nil)
+	var got api.KVPutRequest
+	if n := testing.AllocsPerRun(100, func() {
+		got = api.KVPutRequest{}
+		got.DecodeMsgpack(body)
+	}); n != 2 {
+		t.Errorf("decoding a put allocated %v times, want 2 (key and value)", n)
+	}
+}

@@ -252,23 +252,7 @@ func (r *Reader) ArrayHeader() int {
 }
 
 func (r *Reader) container(fix, b16, b32 byte, minSize int) int {
-	c, ok := r.peek()
-	if !ok {
-		return 0
-	}
-	r.off++
-	var n uint64
-	switch {
-	case c&0xf0 == fix:
-		n = uint64(c & 0x0f)
-	case c == b16:
-		n = r.u16()
-	case c == b32:
-		n = r.u32()
-	default:
-		r.bad = true
-		return 0
-	}
+	n := r.length(0xf0, fix, 0, b16, b32)
 	if r.bad || n > uint64((len(r.b)-r.off)/minSize) {
 		r.bad = true
 		return 0
@@ -276,32 +260,41 @@ func (r *Reader) container(fix, b16, b32 byte, minSize int) int {
 	return int(n)
 }
 
-// rawString reads a str's bytes (not copied).
-func (r *Reader) rawString() []byte {
+// length reads a header in one of the given forms (fixed: the format
+// byte's bits outside fixMask give the length, under fixMin; a zero byte
+// stands for a form the type does not have) and returns the length.
+func (r *Reader) length(fixMask, fixMin, b8, b16, b32 byte) uint64 {
 	c, ok := r.peek()
 	if !ok {
-		return nil
+		return 0
 	}
 	r.off++
-	var n uint64
 	switch {
-	case c&0xe0 == fixStrMin:
-		n = uint64(c & 0x1f)
-	case c == str8:
-		n = r.u8()
-	case c == str16:
-		n = r.u16()
-	case c == str32:
-		n = r.u32()
-	default:
-		r.bad = true
-		return nil
+	case fixMask != 0 && c&fixMask == fixMin:
+		return uint64(c &^ fixMask)
+	case b8 != 0 && c == b8:
+		return r.u8()
+	case c == b16:
+		return r.u16()
+	case c == b32:
+		return r.u32()
 	}
+	r.bad = true
+	return 0
+}
+
+// payload returns the next n bytes (not copied).
+func (r *Reader) payload(n uint64) []byte {
 	if r.bad || n > uint64(len(r.b)-r.off) {
 		r.bad = true
 		return nil
 	}
 	return r.take(int(n))
+}
+
+// rawString reads a str's bytes (not copied).
+func (r *Reader) rawString() []byte {
+	return r.payload(r.length(0xe0, fixStrMin, str8, str16, str32))
 }
 
 // Key reads a map key, a str, without copying it: compare it, don't keep it.
@@ -312,30 +305,13 @@ func (r *Reader) Str() string { return string(r.rawString()) }
 
 // Bytes reads a bin into a new slice; nil stays nil.
 func (r *Reader) Bytes() []byte {
-	c, ok := r.peek()
-	if !ok {
+	if r.IsNil() {
 		return nil
 	}
-	r.off++
-	var n uint64
-	switch c {
-	case nilByte:
-		return nil
-	case bin8:
-		n = r.u8()
-	case bin16:
-		n = r.u16()
-	case bin32:
-		n = r.u32()
-	default:
-		r.bad = true
+	p := r.payload(r.length(0, 0, bin8, bin16, bin32))
+	if r.bad {
 		return nil
 	}
-	if r.bad || n > uint64(len(r.b)-r.off) {
-		r.bad = true
-		return nil
-	}
-	p := r.take(int(n))
 	out := make([]byte, len(p))
 	copy(out, p)
 	return out
