@@ -45,6 +45,9 @@ func (s *Server) startRPC() error {
 	if err := rpc.Handle(s.peerSrv, methodForwardKeepaliveBatch, "forward-keepalive-batch", s.onForwardKeepaliveBatch); err != nil {
 		return err
 	}
+	if err := rpc.Handle(s.peerSrv, methodMembership, "membership", s.onMembership); err != nil {
+		return err
+	}
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()

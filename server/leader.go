@@ -30,6 +30,7 @@ func (s *Server) leaderLoop() {
 			return
 		case <-ticker.C:
 		}
+		s.checkRemoved()
 		lead, term := s.node.Leader()
 		if lead != s.cfg.ID {
 			s.demote()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/lockd/lockd/api"
@@ -46,6 +47,118 @@ func (s *Server) onConfig(c consensus.Configuration) {
 	s.transport.SetPeers(maps.Clone(addrs))
 	s.peers.setAddrs(maps.Clone(addrs))
 }
+
+// methodMembership (peer port only) answers with the answering node's
+// configuration, so that a node cut off by its own removal can learn of
+// it: the leader stops replicating to a removed member as soon as the
+// removal is in its log, so that member never receives the entry.
+const methodMembership rpc.Method = 203
+
+type membershipResponse struct {
+	Members   []uint64 `codec:"m"`
+	NextID    uint64   `codec:"n"`
+	Committed bool     `codec:"c"`
+}
+
+func (s *Server) onMembership(ctx context.Context, _ *struct{}) (*membershipResponse, error) {
+	st := s.node.Status()
+	resp := &membershipResponse{NextID: uint64(st.Config.NextID), Committed: st.ConfigCommitted}
+	for _, m := range st.Config.Members {
+		resp.Members = append(resp.Members, uint64(m.ID))
+	}
+	return resp, nil
+}
+
+// removedBy reports whether a committed configuration with these members
+// and next id proves this node removed: its id was given out (NextID is
+// past it) and it is not a member. Ids are never reused, so a member once
+// gone never comes back, and a node that has not joined yet has an id of
+// NextID or more in every configuration it could meet.
+func (s *Server) removedBy(committed bool, nextID consensus.NodeID, isMember bool) bool {
+	return committed && nextID > s.cfg.ID && !isMember
+}
+
+// checkRemoved closes s.removed, once, when this node learns it was
+// removed: from its own committed configuration (a leader that removed
+// itself, or a node that received the entry), or, while it has no leader,
+// by asking the members it knows (at most once per election timeout).
+// Called from the leader loop every tick.
+func (s *Server) checkRemoved() {
+	select {
+	case <-s.removed:
+		return
+	default:
+	}
+	st := s.node.Status()
+	if _, member := st.Config.Member(s.cfg.ID); s.removedBy(st.ConfigCommitted, st.Config.NextID, member) {
+		s.markRemoved("its own committed configuration", st.Term, uint64(st.ConfigIndex))
+		return
+	}
+	// A leader, or a node that heard from one within an election
+	// timeout, is in the cluster (a removed learner keeps its last
+	// leader's id but stops hearing from it).
+	if st.Role == consensus.Leader || (st.Lead != consensus.None && st.SinceLeaderContact < s.cfg.ElectionTicks) {
+		s.probeTicks = 0
+		return
+	}
+	if s.probeTicks++; s.probeTicks < s.cfg.ElectionTicks || s.probing.Load() {
+		return
+	}
+	s.probeTicks = 0
+	s.probing.Store(true)
+	peers := maps.Clone(s.peerAddrsSnapshot())
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.probing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TickInterval*time.Duration(s.cfg.ElectionTicks))
+		defer cancel()
+		// Close must not wait for a probe of peers that do not answer.
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		for id := range peers {
+			c, err := s.peers.get(id)
+			if err != nil {
+				continue
+			}
+			var resp membershipResponse
+			if err := c.Call(ctx, methodMembership, nil, &resp); err != nil {
+				continue
+			}
+			if s.removedBy(resp.Committed, consensus.NodeID(resp.NextID), slices.Contains(resp.Members, uint64(s.cfg.ID))) {
+				s.markRemoved(fmt.Sprintf("node %d's committed configuration", id), st.Term, 0)
+				return
+			}
+		}
+	}()
+}
+
+// markRemoved closes s.removed once and says so.
+func (s *Server) markRemoved(source string, term consensus.Term, index uint64) {
+	s.removedOnce.Do(func() {
+		s.logger.Warn("this node was removed from the cluster: it takes no further part",
+			"id", s.cfg.ID, "name", s.cfg.Name, "term", term, "config_index", index, "learned_from", source)
+		close(s.removed)
+	})
+}
+
+// peerAddrsSnapshot returns the peer addresses in use.
+func (s *Server) peerAddrsSnapshot() map[consensus.NodeID]string {
+	s.confMu.Lock()
+	defer s.confMu.Unlock()
+	return maps.Clone(s.peerAddrs)
+}
+
+// Removed is closed when this node learns that a committed membership
+// change removed it from the cluster. A node removed while cut off from
+// the others does not learn it (their messages no longer reach it); it
+// cannot disrupt them either (PreVote and the vote lease ignore it).
+func (s *Server) Removed() <-chan struct{} { return s.removed }
 
 // Configuration returns the configuration in use (it may not be committed).
 func (s *Server) Configuration() consensus.Configuration {

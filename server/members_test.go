@@ -90,6 +90,26 @@ func TestMembershipAddPromoteRemoveAndTransfer(t *testing.T) {
 		l, _ := c.servers[other].Node().Leader()
 		return l != consensus.None && l != lead
 	})
+	// The removed node never receives the entry that removed it (the
+	// leader stops replicating to it at once); it learns from the others
+	// once it has no leader, and says so.
+	waitFor(t, 10*time.Second, "the removed node to learn it was removed", func() bool {
+		select {
+		case <-c.servers[lead].Removed():
+			return true
+		default:
+			return false
+		}
+	})
+	for id, srv := range c.servers {
+		select {
+		case <-srv.Removed():
+			if id != lead {
+				t.Fatalf("member %d believes it was removed", id)
+			}
+		default:
+		}
+	}
 	c.stop(lead)
 
 	// Transfer to a named voter.

@@ -216,6 +216,15 @@ type Server struct {
 	watchers        atomic.Int64 // open watch streams
 	blockedAcquires atomic.Int64 // acquire calls waiting for a grant
 
+	// removed is closed once this node learns that a committed
+	// configuration removed it (checkRemoved). probeTicks (leader loop
+	// only) counts leaderless ticks since the last probe of the peers;
+	// probing is set while one runs.
+	removed     chan struct{}
+	removedOnce sync.Once
+	probeTicks  int
+	probing     atomic.Bool
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -240,6 +249,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, logger: cfg.Logger.Named("server"), fsm: f, codec: f.Codec(), errors: table,
 		tracker: tracker, waits: newWaitTable(), changes: newBroadcaster(), stop: make(chan struct{}),
+		removed: make(chan struct{}),
 	}
 	s.confirmer = &leaderConfirmer{timeout: cfg.LeaderWait, confirm: func(ctx context.Context) error {
 		_, err := s.node.ReadIndex(ctx)

@@ -202,10 +202,19 @@ func TestE2EMembershipGrowReplaceShrink(t *testing.T) {
 	}
 	for _, name := range []string{leaderName, others[0]} {
 		remove(name)
-		if err := nodes[name].proc.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
+		// A removed node learns it from the others and exits by itself,
+		// cleanly, saying why.
+		p := nodes[name].proc
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			t.Fatalf("removed node %s did not exit by itself; its log:\n%s", name, p.stderr.String())
 		}
-		<-nodes[name].proc.done
+		if !p.state.Success() || !strings.Contains(p.stderr.String(), "removed from the cluster") {
+			t.Fatalf("removed node %s exited with %v; its log:\n%s", name, p.state, p.stderr.String())
+		}
 		cl = admin()
 	}
 	waitVoters(3)

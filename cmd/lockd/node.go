@@ -239,6 +239,10 @@ func (n *node) serve(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		n.logger.Info("shutting down", "reason", context.Cause(ctx))
+	case <-n.srv.Removed():
+		// As etcd does: a member removed from the cluster stops, cleanly
+		// (a supervisor restarting it would only see it stop again).
+		n.logger.Warn("shutting down: this node was removed from the cluster; its data dir can be deleted")
 	case <-n.srv.Node().Done():
 		failure = fmt.Errorf("raft node stopped: %w", n.srv.Node().Err())
 	case err := <-n.httpErr:
