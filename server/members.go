@@ -106,7 +106,7 @@ func (s *Server) checkRemoved() {
 	}
 	s.probeTicks = 0
 	s.probing.Store(true)
-	peers := maps.Clone(s.peerAddrsSnapshot())
+	peers := s.peerAddrsSnapshot()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -156,8 +156,8 @@ func (s *Server) peerAddrsSnapshot() map[consensus.NodeID]string {
 
 // Removed is closed when this node learns that a committed membership
 // change removed it from the cluster. A node removed while cut off from
-// the others does not learn it (their messages no longer reach it); it
-// cannot disrupt them either (PreVote and the vote lease ignore it).
+// the others learns it once it reaches one of them again; meanwhile it
+// cannot disrupt them (PreVote and the vote lease ignore it).
 func (s *Server) Removed() <-chan struct{} { return s.removed }
 
 // Configuration returns the configuration in use (it may not be committed).
