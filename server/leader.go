@@ -83,17 +83,25 @@ func (s *Server) spawn(slots chan struct{}, f func(ctx context.Context)) {
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-slots }()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LeaderWait)
+		ctx, cancel := s.untilStop(s.cfg.LeaderWait)
 		defer cancel()
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		f(ctx)
 	}()
+}
+
+// untilStop returns a context that ends after d or when the server
+// stops, whichever is first: for the server's own background calls,
+// which Close must not wait out.
+func (s *Server) untilStop(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 func (s *Server) promotedTerm() consensus.Term {

@@ -111,16 +111,8 @@ func (s *Server) checkRemoved() {
 	go func() {
 		defer s.wg.Done()
 		defer s.probing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.TickInterval*time.Duration(s.cfg.ElectionTicks))
+		ctx, cancel := s.untilStop(s.cfg.TickInterval * time.Duration(s.cfg.ElectionTicks))
 		defer cancel()
-		// Close must not wait for a probe of peers that do not answer.
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		for id := range peers {
 			c, err := s.peers.get(id)
 			if err != nil {
