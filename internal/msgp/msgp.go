@@ -65,18 +65,23 @@ func AppendBool(b []byte, v bool) []byte {
 
 // AppendMapHeader appends the header of a map of n pairs.
 func AppendMapHeader(b []byte, n int) []byte {
-	return appendContainer(b, n, fixMapMin, map16, map32)
+	return appendHeader(b, n, fixMapMin, 16, 0, map16, map32)
 }
 
 // AppendArrayHeader appends the header of an array of n elements.
 func AppendArrayHeader(b []byte, n int) []byte {
-	return appendContainer(b, n, fixArrayMin, array16, array32)
+	return appendHeader(b, n, fixArrayMin, 16, 0, array16, array32)
 }
 
-func appendContainer(b []byte, n int, fix, b16, b32 byte) []byte {
+// appendHeader appends the smallest header for length n among the forms
+// given: fixed (lengths below fixCap, in fixMin's low bits; fixCap 0: no
+// fixed form), b8 (0: none), b16 and b32.
+func appendHeader(b []byte, n int, fixMin byte, fixCap int, b8, b16, b32 byte) []byte {
 	switch {
-	case n < 16:
-		return append(b, fix|byte(n))
+	case n < fixCap:
+		return append(b, fixMin|byte(n))
+	case b8 != 0 && n < 256:
+		return append(b, b8, byte(n))
 	case n < 1<<16:
 		return binary.BigEndian.AppendUint16(append(b, b16), uint16(n))
 	default:
@@ -86,18 +91,7 @@ func appendContainer(b []byte, n int, fix, b16, b32 byte) []byte {
 
 // AppendString appends s as a msgpack str.
 func AppendString(b []byte, s string) []byte {
-	n := len(s)
-	switch {
-	case n < 32:
-		b = append(b, fixStrMin|byte(n))
-	case n < 256:
-		b = append(b, str8, byte(n))
-	case n < 1<<16:
-		b = binary.BigEndian.AppendUint16(append(b, str16), uint16(n))
-	default:
-		b = binary.BigEndian.AppendUint32(append(b, str32), uint32(n))
-	}
-	return append(b, s...)
+	return append(appendHeader(b, len(s), fixStrMin, 32, str8, str16, str32), s...)
 }
 
 // AppendBytes appends v as a msgpack bin (nil as nil).
@@ -105,16 +99,7 @@ func AppendBytes(b []byte, v []byte) []byte {
 	if v == nil {
 		return append(b, nilByte)
 	}
-	n := len(v)
-	switch {
-	case n < 256:
-		b = append(b, bin8, byte(n))
-	case n < 1<<16:
-		b = binary.BigEndian.AppendUint16(append(b, bin16), uint16(n))
-	default:
-		b = binary.BigEndian.AppendUint32(append(b, bin32), uint32(n))
-	}
-	return append(b, v...)
+	return append(appendHeader(b, len(v), 0, 0, bin8, bin16, bin32), v...)
 }
 
 // AppendUint appends v in the smallest unsigned form.
