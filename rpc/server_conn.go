@@ -26,9 +26,13 @@ type serverConn struct {
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // protects raw, up, active, frames, idleSeen, idleClosed
+	mu     sync.Mutex // protects raw, up, stopped, active, frames, idleSeen, idleClosed
 	raw    net.Conn   // the accepted socket, until the handshake is done
 	up     bool       // handshake done; conn is initialized
+	// stopped: shutdown came before serve took the socket (the server
+	// closed between accepting the connection and serving it); serve
+	// then closes it at once instead of serving it forever.
+	stopped bool
 	active map[uint64]*activeCall
 	// The idle check and the reader agree under mu: a frame is either
 	// counted before the check (no idle close) or sees idleClosed and is
@@ -56,7 +60,12 @@ func (sc *serverConn) serve(nc net.Conn) {
 	logger := sc.srv.logger.With("remote", remote)
 	sc.mu.Lock()
 	sc.raw = nc
+	stopped := sc.stopped
 	sc.mu.Unlock()
+	if stopped {
+		_ = nc.Close()
+		return
+	}
 	_ = nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	if cfg.TLS != nil {
 		tc := tls.Server(nc, cfg.TLS)
@@ -169,6 +178,9 @@ func isTimeout(err error) bool {
 func (sc *serverConn) shutdown(err error) {
 	sc.mu.Lock()
 	up, raw := sc.up, sc.raw
+	if raw == nil {
+		sc.stopped = true
+	}
 	sc.mu.Unlock()
 	if !up {
 		if raw != nil {

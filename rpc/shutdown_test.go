@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"runtime"
 	"testing"
@@ -86,5 +87,58 @@ func TestClientCloseFailsCallsInFlight(t *testing.T) {
 	}
 	if err := c.Call(ctx, mEcho, &echoReq{}, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("call after Close: %v", err)
+	}
+}
+
+// TestCloseBetweenAcceptAndServeDoesNotHang: a connection accepted just
+// before Close, whose goroutine had not yet taken the socket when Close
+// asked every connection to shut down, must not be served afterwards.
+// (Seen as a 10-minute hang of server.Close in TestSessionSurvivesFailover:
+// Close found no socket to close, the connection then finished its
+// handshake with a live peer and read forever.)
+func TestCloseBetweenAcceptAndServeDoesNotHang(t *testing.T) {
+	srv := newTestServer(t, nil)
+	l := listen(t)
+	defer l.Close()
+	// What accept does, with the connection's goroutine held back before
+	// serve, as the scheduler may hold it.
+	sc := &serverConn{srv: srv, active: map[uint64]*activeCall{}}
+	srv.mu.Lock()
+	srv.conns[sc] = struct{}{}
+	srv.wg.Add(1)
+	srv.mu.Unlock()
+
+	closed := make(chan struct{})
+	go func() {
+		srv.Close()
+		close(closed)
+	}()
+	waitFor(t, 10*time.Second, "Close to ask the connection to shut down", func() bool {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.stopped
+	})
+
+	// Now the goroutine runs, on a socket whose client completes the
+	// handshake and stays.
+	c := newTestClient(t, l.Addr().String(), nil)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Call(ctx, 1, nil, nil)
+	}()
+	nc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer srv.wg.Done()
+		defer srv.forget(sc)
+		sc.serve(nc)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung on a connection accepted just before it")
 	}
 }
