@@ -26,14 +26,14 @@ type serverConn struct {
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // protects raw, up, stopped, active, frames, idleSeen, idleClosed
-	raw    net.Conn   // the accepted socket, until the handshake is done
-	up     bool       // handshake done; conn is initialized
+	mu  sync.Mutex // protects raw, up, stopped, active, frames, idleSeen, idleClosed
+	raw net.Conn   // the accepted socket, until the handshake is done
+	up  bool       // handshake done; conn is initialized
 	// stopped: shutdown came before serve took the socket (the server
 	// closed between accepting the connection and serving it); serve
 	// then closes it at once instead of serving it forever.
 	stopped bool
-	active map[uint64]*activeCall
+	active  map[uint64]*activeCall
 	// The idle check and the reader agree under mu: a frame is either
 	// counted before the check (no idle close) or sees idleClosed and is
 	// discarded, so no request is handled once the connection was declared
